@@ -1,0 +1,173 @@
+"""The ``papers`` command: list, run, new, report.
+
+    papers list                          every paper, its fidelity grade, last verdicts and runtime
+    papers run SLUG [--profile P] [--set key=value ...] [--device D] [--out DIR]
+    papers check SLUG [--profile P] [--set ...]   validate parameters only (no compute)
+    papers new SLUG --title T --url U    scaffold a paper from the template
+    papers report [--check]              regenerate (or check) the results tables in the READMEs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from shared import paths
+from shared.params import PROFILES, ParamError, parse_set_options
+
+
+def _paper_info(slug: str) -> dict[str, str]:
+    from shared.papermeta import read_meta
+
+    return read_meta(slug)
+
+
+def _load_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows = [("paper", "grade", "profile", "verdicts", "wall time")]
+    for slug in paths.list_papers():
+        meta = _paper_info(slug)
+        metrics = _load_json(paths.results_dir(slug) / "metrics.json")
+        runtime = _load_json(paths.results_dir(slug) / "runtime.json")
+        if metrics:
+            counts = {}
+            for c in metrics["claims"]:
+                counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+            verdicts = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+            profile = metrics["profile"]
+        else:
+            verdicts, profile = "(not run)", "-"
+        wall = f"{runtime['wall_time_s']:.0f} s" if runtime else "-"
+        rows.append((slug, meta.get("grade", "?"), profile, verdicts, wall))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    """Each paper's claims and verdicts, one line per claim (what `make repro` prints at the end)."""
+    for slug in paths.list_papers():
+        metrics = _load_json(paths.results_dir(slug) / "metrics.json")
+        if not metrics:
+            print(f"{slug}: not run")
+            continue
+        runtime = _load_json(paths.results_dir(slug) / "runtime.json") or {}
+        wall = f", {runtime['wall_time_s']:.0f} s" if "wall_time_s" in runtime else ""
+        print(f"{slug} [{metrics['profile']}, {metrics['device']}{wall}]")
+        for c in metrics["claims"]:
+            m = c["measured"]
+            ci = ""
+            if m["ci_low"] is not None and m["ci_high"] is not None:
+                ci = f" [{m['ci_low']:.3g}, {m['ci_high']:.3g}]"
+            value = "n/a" if m["value"] is None else f"{m['value']:.3g}"
+            print(f"  {c['verdict']:<15} {c['id']}: {value}{ci}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from shared.runner import RunError, run_paper, verdict_line
+
+    overrides = parse_set_options(args.set or [])
+    try:
+        result = run_paper(args.slug, profile=args.profile, overrides=overrides, device=args.device,
+                           out_dir=args.out, progress=not args.quiet)
+    except RunError as exc:
+        print(f"papers run: FAILED {exc}", file=sys.stderr)
+        return 1
+    print(f"papers run: {args.slug} [{args.profile}, {result.metrics['device']}] finished in "
+          f"{result.wall_time_s:.1f} s -> {result.out_dir}")
+    print(f"papers run: verdicts: {verdict_line(result.metrics)}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from shared.runner import prepare
+
+    values = prepare(args.slug, args.profile, parse_set_options(args.set or []), args.device)
+    for key, value in values.items():
+        print(f"{key} = {value!r}")
+    return 0
+
+
+def cmd_new(args: argparse.Namespace) -> int:
+    from shared.scaffold import scaffold_paper
+
+    created = scaffold_paper(args.slug, title=args.title, url=args.url, grade=args.grade)
+    for path in created:
+        print(f"created {path}")
+    print(f"next: fill in papers/{args.slug}/ (claims in the module, then the notebook), then "
+          f"`papers run {args.slug} --profile smoke`")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from shared.report import check_report, write_report
+
+    if args.check:
+        stale = check_report()
+        for path in stale:
+            print(f"stale: {path}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_report():
+        print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="papers", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="every paper, its grade, last verdicts and runtime")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("summary", help="each paper's claims with value, interval and verdict")
+    p.set_defaults(func=cmd_summary)
+
+    for name, func, text in (("run", cmd_run, "execute a paper's notebook (what a DVC stage calls)"),
+                             ("check", cmd_check, "resolve and validate a paper's parameters only")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("slug")
+        p.add_argument("--profile", default="small", choices=PROFILES)
+        p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="override one parameter (YAML value); repeatable")
+        p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+        if name == "run":
+            p.add_argument("--out", default=None, help="destination directory (default results/SLUG)")
+            p.add_argument("--quiet", action="store_true", help="no progress output")
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("new", help="scaffold a new paper from the template")
+    p.add_argument("slug")
+    p.add_argument("--title", required=True)
+    p.add_argument("--url", required=True, help="the paper's page, e.g. https://arxiv.org/abs/...")
+    p.add_argument("--grade", default="B", choices=list("ABCD"), help="fidelity grade (see README)")
+    p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser("report", help="regenerate the results tables in README.md and papers/*/README.md")
+    p.add_argument("--check", action="store_true", help="exit 1 if any table is stale; write nothing")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ParamError as exc:
+        print(f"papers {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
