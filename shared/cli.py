@@ -4,6 +4,7 @@
     papers run SLUG [--profile P] [--set key=value ...] [--device D] [--out DIR]
     papers check SLUG [--profile P] [--set ...]   validate parameters only (no compute)
     papers new SLUG --title T --url U    scaffold a paper from the template
+    papers deps SLUG [--write]           the code a paper's stage depends on (and update dvc.yaml)
     papers report [--check]              regenerate (or check) the results tables in the READMEs
 """
 
@@ -111,6 +112,15 @@ def cmd_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deps(args: argparse.Namespace) -> int:
+    from shared.deps import stage_code_deps
+    from shared.scaffold import sync_stage_deps
+
+    deps = sync_stage_deps(args.slug) if args.write else stage_code_deps(args.slug)
+    print("\n".join(deps))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from shared.report import check_report, write_report
 
@@ -153,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", required=True, help="the paper's page, e.g. https://arxiv.org/abs/...")
     p.add_argument("--grade", default="B", choices=list("ABCD"), help="fidelity grade (see README)")
     p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser("deps", help="the code files a paper's stage depends on (its import closure)")
+    p.add_argument("slug")
+    p.add_argument("--write", action="store_true", help="also set them as the stage's deps in dvc.yaml")
+    p.set_defaults(func=cmd_deps)
 
     p = sub.add_parser("report", help="regenerate the results tables in README.md and papers/*/README.md")
     p.add_argument("--check", action="store_true", help="exit 1 if any table is stale; write nothing")

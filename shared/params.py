@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import io
+import re
 import tokenize
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,22 @@ _SAFE_BUILTINS = {
     name: __builtins__[name] if isinstance(__builtins__, dict) else getattr(__builtins__, name)
     for name in ("all", "any", "len", "min", "max", "sum", "set", "sorted", "range", "abs", "int", "float")
 }
+
+
+class YamlLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 floats, as DVC reads params.yaml: ``1e-3`` is a float
+    (YAML 1.1 would make it a string)."""
+
+
+YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                |[-+]?\.(?:inf|Inf|INF)
+                |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
 
 
 class ParamError(ValueError):
@@ -186,7 +203,7 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ParamError(f"--set expects key=value, got {item!r}")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            out[key.strip()] = yaml.load(raw, Loader=YamlLoader) if raw.strip() else ""
         except yaml.YAMLError as exc:
             raise ParamError(f"--set {key.strip()}: cannot parse value {raw!r}: {exc}") from None
     return out
@@ -194,7 +211,7 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
 
 def load_params_file(path: Path) -> dict[str, Any]:
     with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+        data = yaml.load(fh, Loader=YamlLoader) or {}
     if not isinstance(data, dict):
         raise ParamError(f"{path}: top level must be a mapping")
     return data

@@ -31,7 +31,7 @@ def fmt(x: float | None) -> str:
         return "n/a"
     if x == 0:
         return "0"
-    return f"{x:.3g}" if abs(x) >= 1000 or abs(x) < 1e-3 else f"{x:.4g}"
+    return f"{x:.3g}" if abs(x) >= 1000 or abs(x) < 1e-3 else f"{x:#.4g}"
 
 
 def fmt_measured(m: dict[str, Any]) -> str:

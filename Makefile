@@ -1,0 +1,40 @@
+# make repro   set up .venv if needed, run the pipeline (dvc repro), print every paper's verdicts
+# make test    the whole test suite (what CI runs)
+# make lab     JupyterLab on the repository
+VENV ?= .venv
+PYTHON ?= python3
+# Where pip finds torch. Empty: the configured indexes (here, the local CPU build of torch 2.13.0).
+# Elsewhere, for a CPU-only install: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+STAMP := $(VENV)/.installed
+
+.PHONY: setup repro test test-fast lab report clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
+	$(BIN)/pip install --quiet -c requirements.lock -e ".[test]"
+	touch $(STAMP)
+
+repro: setup
+	$(BIN)/dvc repro
+	@$(BIN)/papers summary
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+report: setup
+	$(BIN)/papers report
+
+lab: setup
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --notebook-dir=.
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,149 @@
+"""Pipeline checks: every paper is wired the same way, files on disk match the stages, the READMEs are current,
+and a second `dvc repro` reruns nothing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared import paths
+from shared.deps import stage_code_deps
+from shared.params import RUNNER_PARAMS, PROFILES, load_params_file, read_notebook_params, resolve
+from shared.report import check_report
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPERS = paths.list_papers()
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+PARAMS = load_params_file(ROOT / "params.yaml")
+
+
+def test_there_are_papers():
+    assert "inverse_permutation" in PAPERS
+
+
+@pytest.mark.parametrize("slug", PAPERS)
+def test_paper_directory_has_the_contract_files(slug):
+    d = ROOT / "papers" / slug
+    for name in ("__init__.py", "README.md", f"{slug}.nb.py"):
+        assert (d / name).exists(), f"papers/{slug}/{name} is missing"
+    readme = (d / "README.md").read_text()
+    assert "<!-- results:begin -->" in readme and "<!-- results:end -->" in readme
+    assert (ROOT / "tests" / f"test_{slug}.py").exists(), f"tests/test_{slug}.py is missing"
+    from shared.papermeta import read_meta
+
+    meta = read_meta(slug)
+    assert set(meta) >= {"title", "url", "grade", "citation"}
+    assert meta["grade"] in {"A", "B", "C", "D"} and meta["url"].startswith("https://")
+
+
+@pytest.mark.parametrize("slug", PAPERS)
+def test_stage_matches_files_on_disk(slug):
+    stage = DVC["stages"].get(slug)
+    assert stage, f"dvc.yaml has no stage {slug!r}"
+    assert stage["cmd"] == f"papers run {slug} --profile ${{profile}}"
+    deps = set(stage["deps"])
+    code = {d for d in deps if d.endswith(".py")}
+    expected = set(stage_code_deps(slug))
+    assert code == expected, (f"stage {slug}: missing {sorted(expected - code)}, extra {sorted(code - expected)}; "
+                              f"run `papers deps {slug} --write`")
+    assert all(d.endswith(".py") or d.startswith("data/") for d in deps), "deps are code or data/ inputs"
+    assert f"papers/{slug}/README.md" not in deps  # the report stage writes it
+    for dep in deps:
+        assert (ROOT / dep).exists(), f"stage {slug} depends on missing {dep}"
+    assert stage["params"][:2] == ["profile", slug]
+    outs = []
+    for key in ("outs", "metrics", "plots"):
+        for item in stage.get(key, []):
+            outs.append(next(iter(item)) if isinstance(item, dict) else item)
+    assert all(o.startswith(f"results/{slug}/") for o in outs), outs
+    assert f"results/{slug}/metrics.json" in outs and f"results/{slug}/notebook.ipynb" in outs
+
+
+@pytest.mark.parametrize("slug", PAPERS)
+def test_notebook_defaults_equal_params_yaml(slug):
+    """JupyterLab runs what the pipeline runs: the notebook's defaults are the `small` section."""
+    specs = read_notebook_params(paths.notebook_path(slug))
+    section = {k: v for k, v in PARAMS[slug].items() if k != "profiles"}
+    paper_specs = {k: s for k, s in specs.items() if k not in RUNNER_PARAMS}
+    assert set(section) == set(paper_specs), "params.yaml section and notebook parameters differ"
+    for key, spec in paper_specs.items():
+        assert section[key] == spec.default, f"{slug}.{key}: params.yaml {section[key]!r} != notebook {spec.default!r}"
+    assert specs["profile"].default == "small" and specs["device"].default == "auto"
+
+
+@pytest.mark.parametrize("slug", PAPERS)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_profile_validates(slug, profile):
+    specs = read_notebook_params(paths.notebook_path(slug))
+    resolve(specs, PARAMS, slug, profile)
+
+
+def test_default_profile_is_small():
+    assert PARAMS["profile"] == "small"
+
+
+def test_every_stage_is_a_paper_data_or_report_stage():
+    for name, stage in DVC["stages"].items():
+        assert name in PAPERS or name == "report" or name.startswith("data_"), name
+
+
+def test_readme_tables_are_current():
+    stale = check_report()
+    assert not stale, f"run `papers report`: stale {', '.join(str(p) for p in stale)}"
+
+
+def test_environment_yml_mirrors_pyproject_pins():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pins = set(project["dependencies"]) | set(project["optional-dependencies"]["test"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert set(pip) - {"-e ."} == pins
+    assert all("==" in p for p in pins), "every direct dependency is pinned"
+    lock = {line.split("==")[0].lower(): line.strip() for line in (ROOT / "requirements.lock").read_text().splitlines()
+            if "==" in line and not line.startswith("#")}
+    for pin in pins:
+        assert (lock.get(pin.split("==")[0].lower()) or "").lower() == pin, f"requirements.lock disagrees with {pin}"
+
+
+def test_git_ignores_executed_and_paired_notebooks():
+    ignored = subprocess.run(["git", "check-ignore", "papers/x/x.ipynb", "scratch/x/a.png",
+                              "results/x.FAILED.ipynb"], cwd=ROOT, capture_output=True, text=True)
+    assert len(ignored.stdout.split()) == 3
+
+
+@pytest.mark.slow
+def test_second_dvc_repro_reruns_nothing(tmp_path):
+    """In a fresh clone (committed state + this working tree's changes), run the inverse_permutation stage
+    at the smoke profile, then check that `dvc repro` of it again does nothing."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    # bring the working tree's uncommitted changes along, so the test checks what is on disk
+    for rel in subprocess.run(["git", "ls-files", "-m", "-o", "--exclude-standard"], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.split():
+        src, dst = ROOT / rel, clone / rel
+        if src.is_file():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    params = (clone / "params.yaml").read_text().replace("\nprofile: small\n", "\nprofile: smoke\n", 1)
+    (clone / "params.yaml").write_text(params)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "REPLICATIONS_ROOT": str(clone)}
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    first = subprocess.run([dvc, "repro", "inverse_permutation"], cwd=clone, env=env, capture_output=True,
+                           text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Running stage 'inverse_permutation'" in first.stdout
+    second = subprocess.run([dvc, "repro", "inverse_permutation"], cwd=clone, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert second.returncode == 0
+    assert "Running stage" not in second.stdout, second.stdout
+    status = subprocess.run([dvc, "status", "inverse_permutation"], cwd=clone, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert "up to date" in status.stdout, status.stdout

@@ -1,0 +1,140 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from shared.seeding import seed_everything
+from shared.training import TrainConfig, lr_at, make_optimizer, train
+from shared.transformer import Transformer, TransformerConfig
+
+
+def _model(**kw):
+    seed_everything(0)
+    cfg = TransformerConfig(vocab_size=11, max_len=12, d_model=32, n_layers=2, n_heads=4, **kw)
+    return Transformer(cfg).eval()
+
+
+def test_causal_outputs_ignore_future_tokens():
+    model = _model(causal=True)
+    x = torch.randint(0, 11, (3, 10))
+    y = x.clone()
+    y[:, 6:] = (y[:, 6:] + 1) % 11
+    with torch.no_grad():
+        a, b = model(x).logits, model(y).logits
+    assert torch.allclose(a[:, :6], b[:, :6], atol=1e-6)
+    assert not torch.allclose(a[:, 6:], b[:, 6:])
+
+
+def test_bidirectional_outputs_see_the_future():
+    model = _model(causal=False)
+    x = torch.randint(0, 11, (3, 10))
+    y = x.clone()
+    y[:, 9] = (y[:, 9] + 1) % 11
+    with torch.no_grad():
+        assert not torch.allclose(model(x).logits[:, 0], model(y).logits[:, 0])
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_padding_mask_hides_padded_keys(causal):
+    model = _model(causal=causal)
+    x = torch.randint(0, 11, (2, 8))
+    y = x.clone()
+    y[:, 5:] = 0  # different "padding" content
+    keep = torch.ones(2, 8, dtype=torch.bool)
+    keep[:, 5:] = False
+    with torch.no_grad():
+        a = model(x, key_padding_mask=keep).logits
+        b = model(y, key_padding_mask=keep).logits
+    assert torch.allclose(a[:, :5], b[:, :5], atol=1e-6)
+    assert torch.isfinite(a).all()
+
+
+def test_onehot_positions_and_hidden_states():
+    model = _model(positions="onehot", n_out=5)
+    x = torch.randint(0, 11, (2, 7))
+    out = model(x, return_hidden=True)
+    assert out.logits.shape == (2, 7, 5)
+    assert len(out.hidden_states) == 3 and all(h.shape == (2, 7, 32) for h in out.hidden_states)
+    # the last 12 embedding dimensions are the one-hot position
+    emb = out.hidden_states[0]
+    assert torch.equal(emb[0, :, 20:], torch.eye(12)[:7])
+
+
+def test_attention_only_and_inputs_embeds_and_limits():
+    model = _model(mlp=False)
+    assert not any("mlp" in name for name, _ in model.named_parameters())
+    out = model(inputs_embeds=torch.randn(2, 5, 32))
+    assert out.logits.shape == (2, 5, 11)
+    with pytest.raises(ValueError, match="exceeds max_len"):
+        model(torch.zeros(1, 13, dtype=torch.long))
+    with pytest.raises(ValueError, match="divisible"):
+        TransformerConfig(vocab_size=3, max_len=4, d_model=30, n_heads=4)
+    with pytest.raises(ValueError, match="one-hot positions"):
+        TransformerConfig(vocab_size=3, max_len=64, d_model=32, positions="onehot")
+
+
+def test_lr_schedule_values():
+    cfg = TrainConfig(steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert lr_at(0, cfg) == pytest.approx(0.1)
+    assert lr_at(9, cfg) == pytest.approx(1.0)
+    assert lr_at(10, cfg) == pytest.approx(1.0)
+    assert lr_at(60, cfg) == pytest.approx(0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)))
+    assert lr_at(110, cfg) == pytest.approx(0.1)
+    assert lr_at(50, TrainConfig(steps=100, lr=0.3, schedule="constant")) == 0.3
+
+
+def test_optimizer_decays_matrices_only():
+    model = _model()
+    opt = make_optimizer(model, TrainConfig(steps=1, weight_decay=0.1), "cpu")
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    for name, p in model.named_parameters():
+        assert (id(p) in decayed) == (p.dim() >= 2), name
+
+
+def test_training_learns_copy_task_and_records_curves():
+    """A 1-layer model must learn to copy its input token at each position."""
+    seed_everything(0)
+    model = Transformer(TransformerConfig(vocab_size=8, max_len=6, d_model=32, n_layers=1, n_heads=2))
+    gen = torch.Generator().manual_seed(0)
+
+    def batch(step):
+        return torch.randint(0, 8, (32, 6), generator=gen)
+
+    def loss(m, x):
+        logits = m(x).logits
+        return F.cross_entropy(logits.reshape(-1, 8), x.reshape(-1))
+
+    evals = []
+
+    def acc(m):
+        x = batch(0)
+        evals.append(1)
+        return {"acc": (m(x).logits.argmax(-1) == x).float().mean()}
+
+    hist = train(model, TrainConfig(steps=150, lr=3e-3, log_every=50, eval_every=75, progress=False),
+                 batch, loss, "cpu", eval_fn=acc)
+    frame = hist.to_frame()
+    assert list(frame["step"]) == [50, 75, 100, 150]
+    assert len(evals) == 2 and hist.last("acc") > 0.95
+    assert frame["loss"].iloc[-1] < frame["loss"].iloc[0]
+
+
+def test_training_is_deterministic_on_cpu():
+    def run():
+        seed_everything(3)
+        model = Transformer(TransformerConfig(vocab_size=5, max_len=4, d_model=16, n_layers=1, n_heads=2))
+        gen = torch.Generator().manual_seed(3)
+        hist = train(model, TrainConfig(steps=20, progress=False, log_every=5),
+                     lambda s: torch.randint(0, 5, (8, 4), generator=gen),
+                     lambda m, x: F.cross_entropy(m(x).logits.reshape(-1, 5), x.reshape(-1)), "cpu")
+        return [r["loss"] for r in hist.records]
+
+    assert run() == run()
+
+
+def test_nonfinite_loss_stops_training():
+    model = _model()
+    with pytest.raises(FloatingPointError, match="loss became nan"):
+        train(model, TrainConfig(steps=3, progress=False), lambda s: None,
+              lambda m, b: m.head.weight.sum() * float("nan"), "cpu")
