@@ -6,6 +6,9 @@ PYTHON ?= python3
 # Where pip finds torch. Empty: the configured indexes (here, the local CPU build of torch 2.13.0).
 # Elsewhere, for a CPU-only install: make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
+# Offline dataset mirror for the data-fetch stages (see docs/data.md); defaults to ../shared/datasets if present.
+REPLICATIONS_DATA_MIRROR ?= $(if $(wildcard ../shared/datasets),$(abspath ../shared/datasets))
+export REPLICATIONS_DATA_MIRROR
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed

@@ -5,6 +5,7 @@
     papers check SLUG [--profile P] [--set ...]   validate parameters only (no compute)
     papers new SLUG --title T --url U    scaffold a paper from the template
     papers deps SLUG [--write]           the code a paper's stage depends on (and update dvc.yaml)
+    papers fetch NAME                    fetch and verify a dataset into data/NAME (a data_NAME stage)
     papers report [--check]              regenerate (or check) the results tables in the READMEs
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from shared import paths
 from shared.params import PROFILES, ParamError, parse_set_options
+from shared.scaffold import ScaffoldError
 
 
 def _paper_info(slug: str) -> dict[str, str]:
@@ -121,6 +123,19 @@ def cmd_deps(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from shared.data import DataError, fetch
+
+    try:
+        dest = fetch(args.name)
+    except DataError as exc:
+        print(f"papers fetch: error: {exc}", file=sys.stderr)
+        return 1
+    n = sum(1 for p in dest.rglob("*") if p.is_file())
+    print(f"papers fetch: {args.name}: {n} files verified -> {dest}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from shared.report import check_report, write_report
 
@@ -169,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--write", action="store_true", help="also set them as the stage's deps in dvc.yaml")
     p.set_defaults(func=cmd_deps)
 
+    p = sub.add_parser("fetch", help="fetch and verify one dataset of data/sources.yaml into data/NAME")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_fetch)
+
     p = sub.add_parser("report", help="regenerate the results tables in README.md and papers/*/README.md")
     p.add_argument("--check", action="store_true", help="exit 1 if any table is stale; write nothing")
     p.set_defaults(func=cmd_report)
@@ -179,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ParamError as exc:
+    except (ParamError, ScaffoldError) as exc:  # bad input: one line, no traceback
         print(f"papers {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

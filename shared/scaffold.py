@@ -15,6 +15,10 @@ from pathlib import Path
 from shared import paths
 
 MARKER = "TODO(papers new)"
+
+
+class ScaffoldError(ValueError):
+    """The new paper cannot be created as asked (bad slug or URL, or it exists already)."""
 SLUG_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 INIT = '''"""{title}."""
@@ -195,7 +199,7 @@ def _add_params_section(params_file: Path, slug: str) -> None:
     y = _yaml()
     data = y.load(params_file.read_text())
     if slug in data:
-        raise ValueError(f"params.yaml already has a section {slug!r}")
+        raise ScaffoldError(f"params.yaml already has a section {slug!r}")
     seeds = CommentedSeq([0, 1, 2])
     seeds.fa.set_flow_style()
     smoke_seeds = CommentedSeq([0])
@@ -216,7 +220,7 @@ def _add_stage(dvc_file: Path, slug: str) -> None:
     data = y.load(dvc_file.read_text())
     stages = data["stages"]
     if slug in stages:
-        raise ValueError(f"dvc.yaml already has a stage {slug!r}")
+        raise ScaffoldError(f"dvc.yaml already has a stage {slug!r}")
     res = f"results/{slug}"
     stage = CommentedMap()
     stage["cmd"] = f"papers run {slug} --profile ${{profile}}"
@@ -242,14 +246,14 @@ def _add_stage(dvc_file: Path, slug: str) -> None:
 def scaffold_paper(slug: str, title: str, url: str, grade: str = "B") -> list[Path]:
     """Create the paper's files and wire it into params.yaml and dvc.yaml; return the created paths."""
     if not SLUG_RE.match(slug) or keyword.iskeyword(slug):
-        raise ValueError(f"slug must be snake_case (a valid Python module name); got {slug!r}")
+        raise ScaffoldError(f"slug must be snake_case (a valid Python module name); got {slug!r}")
     if not url.startswith(("http://", "https://")):
-        raise ValueError(f"url must start with http(s)://; got {url!r}")
+        raise ScaffoldError(f"url must start with http(s)://; got {url!r}")
     root = paths.repo_root()
     pdir = root / "papers" / slug
     test_file = root / "tests" / f"test_{slug}.py"
     if pdir.exists() or test_file.exists():
-        raise ValueError(f"papers/{slug} or tests/test_{slug}.py already exists")
+        raise ScaffoldError(f"papers/{slug} or tests/test_{slug}.py already exists")
     fields = dict(slug=slug, title=title, url=url, grade=grade, marker=MARKER)
     files = {
         pdir / "__init__.py": INIT.format(**fields),
@@ -261,9 +265,9 @@ def scaffold_paper(slug: str, title: str, url: str, grade: str = "B") -> list[Pa
     import yaml
 
     if slug in (yaml.safe_load((root / "params.yaml").read_text()) or {}):
-        raise ValueError(f"params.yaml already has a section {slug!r}")
+        raise ScaffoldError(f"params.yaml already has a section {slug!r}")
     if slug in (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {}):
-        raise ValueError(f"dvc.yaml already has a stage {slug!r}")
+        raise ScaffoldError(f"dvc.yaml already has a stage {slug!r}")
     _add_params_section(root / "params.yaml", slug)
     _add_stage(root / "dvc.yaml", slug)
     pdir.mkdir(parents=True)

@@ -18,7 +18,7 @@ from shared.deps import stage_code_deps
 from shared.params import RUNNER_PARAMS, PROFILES, load_params_file, read_notebook_params, resolve
 from shared.report import check_report
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = paths.repo_root()  # REPLICATIONS_ROOT lets the scaffold test run these checks on a scratch repo
 PAPERS = paths.list_papers()
 DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
 PARAMS = load_params_file(ROOT / "params.yaml")
@@ -41,6 +41,16 @@ def test_paper_directory_has_the_contract_files(slug):
     meta = read_meta(slug)
     assert set(meta) >= {"title", "url", "grade", "citation"}
     assert meta["grade"] in {"A", "B", "C", "D"} and meta["url"].startswith("https://")
+
+
+@pytest.mark.parametrize("slug", PAPERS)
+def test_no_unfilled_scaffold_markers(slug):
+    """A paper made by `papers new` is not a replication until every TODO(papers new) is replaced."""
+    from shared.scaffold import MARKER
+
+    files = list((ROOT / "papers" / slug).glob("*")) + [ROOT / "tests" / f"test_{slug}.py"]
+    left = [str(f.relative_to(ROOT)) for f in files if f.is_file() and MARKER in f.read_text()]
+    assert not left, f"unfilled scaffold in {left}"
 
 
 @pytest.mark.parametrize("slug", PAPERS)

@@ -1,0 +1,101 @@
+"""Data-fetch stages: mirror or URL, checksum verification, atomic install, clear errors."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.data import DataError, fetch, load_manifest, require
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = os.environ.get("REPLICATIONS_DATA_MIRROR", "")
+needs_mirror = pytest.mark.skipif(not (MIRROR and Path(MIRROR, "scan").is_dir()),
+                                  reason="the offline dataset mirror is not available")
+
+
+def _manifest(tmp_path: Path, files: list[dict], name: str = "toy") -> Path:
+    path = tmp_path / "sources.yaml"
+    path.write_text(yaml.safe_dump({name: {"license": "test", "citation": "test", "files": files}}))
+    return path
+
+
+def test_manifest_is_complete_and_every_dataset_has_a_stage():
+    manifest = load_manifest(ROOT / "data" / "sources.yaml")
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert {"scan", "tinyshakespeare", "aochildes", "eren"} <= set(manifest)
+    for name, ds in manifest.items():
+        assert ds.license and ds.citation, name
+        for f in ds.files:
+            assert len(f.sha256) == 64 and f.url.startswith("https://"), (name, f.path)
+        stage = stages[f"data_{name}"]
+        assert stage["cmd"] == f"papers fetch {name}" and stage["outs"] == [f"data/{name}"]
+        assert stage["params"] == [{"data/sources.yaml": [name]}]
+    for stage in stages:
+        if stage.startswith("data_"):
+            assert stage[5:] in manifest
+
+
+def test_fetch_from_mirror_with_gzip_and_verification(tmp_path):
+    mirror = tmp_path / "mirror" / "toy"
+    mirror.mkdir(parents=True)
+    (mirror / "a.txt").write_text("hello\n")
+    with gzip.open(mirror / "b.csv.gz", "wb") as fh:
+        fh.write(b"x,y\n1,2\n")
+    files = [
+        {"path": "a.txt", "url": "file:///nonexistent/a.txt", "sha256": hashlib.sha256(b"hello\n").hexdigest()},
+        {"path": "sub/b.csv", "url": "file:///nonexistent/b.csv", "mirror": "b.csv.gz",
+         "sha256": hashlib.sha256(b"x,y\n1,2\n").hexdigest()},
+    ]
+    dest = fetch("toy", dest_root=tmp_path / "data", manifest=_manifest(tmp_path, files),
+                 mirror=str(tmp_path / "mirror"))
+    assert (dest / "a.txt").read_text() == "hello\n"
+    assert (dest / "sub" / "b.csv").read_bytes() == b"x,y\n1,2\n"
+    assert not list((tmp_path / "data").glob(".toy.tmp-*"))
+
+
+def test_checksum_mismatch_aborts_and_installs_nothing(tmp_path):
+    mirror = tmp_path / "mirror" / "toy"
+    mirror.mkdir(parents=True)
+    (mirror / "a.txt").write_text("tampered\n")
+    files = [{"path": "a.txt", "url": "file:///nonexistent", "sha256": hashlib.sha256(b"hello\n").hexdigest()}]
+    with pytest.raises(DataError, match=r"a.txt from mirror .* has sha256 [0-9a-f]{64}, expected"):
+        fetch("toy", dest_root=tmp_path / "data", manifest=_manifest(tmp_path, files),
+              mirror=str(tmp_path / "mirror"))
+    assert not (tmp_path / "data" / "toy").exists()
+    assert not list((tmp_path / "data").glob(".toy.tmp-*"))
+
+
+def test_download_from_url_and_failure_message(tmp_path):
+    src = tmp_path / "remote.txt"
+    src.write_text("remote\n")
+    ok = [{"path": "r.txt", "url": src.as_uri(), "sha256": hashlib.sha256(b"remote\n").hexdigest()}]
+    dest = fetch("toy", dest_root=tmp_path / "data", manifest=_manifest(tmp_path, ok), mirror="")
+    assert (dest / "r.txt").read_text() == "remote\n"
+    bad = [{"path": "r.txt", "url": (tmp_path / "missing.txt").as_uri(), "sha256": "0" * 64}]
+    with pytest.raises(DataError, match="no mirror: set REPLICATIONS_DATA_MIRROR .* failed"):
+        fetch("toy", dest_root=tmp_path / "data2", manifest=_manifest(tmp_path, bad), mirror="")
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        fetch("nope", dest_root=tmp_path, manifest=_manifest(tmp_path, ok))
+
+
+def test_require_says_how_to_fetch():
+    with pytest.raises(DataError, match=r"run `dvc repro data_not_a_dataset`"):
+        require("not_a_dataset", "x.txt")
+
+
+@needs_mirror
+def test_fetch_scan_from_the_mirror_and_load_it_with_datasets(tmp_path):
+    dest = fetch("scan", dest_root=tmp_path / "data")
+    assert (dest / "LICENSE").exists()
+    import datasets
+
+    ds = datasets.load_dataset("text", data_files=str(dest / "simple_split" / "tasks_train_simple.txt"),
+                               split="train", cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == 16728
+    first = ds[0]["text"]
+    assert first.startswith("IN: ") and " OUT: " in first
