@@ -65,6 +65,18 @@ def resolve_output_dir(output_dir: str, slug: str) -> Path:
     return path
 
 
+def make_tmpdir(parent: Path, prefix: str) -> Path:
+    """A temporary directory inside ``parent`` (same filesystem, so it can be renamed into place) with the
+    usual permissions (mkdtemp alone makes it private to the user)."""
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)
+    return tmp
+
+
 def list_papers() -> list[str]:
     root = repo_root() / "papers"
     return sorted(

@@ -25,7 +25,6 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -129,10 +128,7 @@ def run_paper(
     failed_nb = dest.with_name(f"{dest.name}.FAILED.ipynb")
     for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; results are ordinary files
+    tmp = paths.make_tmpdir(dest.parent, f".{dest.name}.tmp-")
 
     import jupytext
     import papermill

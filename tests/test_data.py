@@ -31,7 +31,7 @@ def test_manifest_is_complete_and_every_dataset_has_a_stage():
     for name, ds in manifest.items():
         assert ds.license and ds.citation, name
         for f in ds.files:
-            assert len(f.sha256) == 64 and f.url.startswith("https://"), (name, f.path)
+            assert len(f.sha256) == 64 and (f.url.startswith("https://") or "==" in f.wheel), (name, f.path)
         stage = stages[f"data_{name}"]
         assert stage["cmd"] == f"papers fetch {name}" and stage["outs"] == [f"data/{name}"]
         assert stage["params"] == [{"data/sources.yaml": [name]}]
