@@ -63,17 +63,27 @@ def bootstrap_ci(
     n_boot: int = 10_000,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Percentile bootstrap: (statistic of the sample, low, high). ``statistic`` maps a 1-D array to a float
-    and is called on each resample (vectorised over rows when it accepts ``axis``)."""
+    """Percentile bootstrap: (statistic of the sample, low, high).
+
+    ``values`` is resampled along its first axis: a 1-D array of units, or a 2-D array whose rows are the
+    units (e.g. seeds x grid points, for a statistic such as a fitted slope of the row means).
+    ``statistic`` maps the (resampled) array to a float; for 1-D data it is vectorised over resamples when
+    it accepts ``axis``.
+    """
     x = np.asarray(values, dtype=float)
     if x.size == 0:
         raise ValueError("bootstrap_ci needs at least one value")
     rng = np.random.default_rng(seed)
-    idx = rng.integers(0, x.size, size=(n_boot, x.size))
+    n = x.shape[0]
+    idx = rng.integers(0, n, size=(n_boot, n))
     samples = x[idx]
-    try:
-        boots = np.asarray(statistic(samples, axis=1), dtype=float)
-    except TypeError:
+    boots = None
+    if x.ndim == 1:
+        try:
+            boots = np.asarray(statistic(samples, axis=1), dtype=float)
+        except TypeError:
+            boots = None
+    if boots is None:
         boots = np.array([statistic(s) for s in samples], dtype=float)
     alpha = (1 - level) / 2
     lo, hi = np.quantile(boots, [alpha, 1 - alpha])

@@ -34,6 +34,18 @@ def test_bootstrap_is_deterministic_and_brackets_the_mean():
     assert bootstrap_ci(x, statistic=lambda s: float(np.median(s)), n_boot=200)[0] == 49.5
 
 
+def test_bootstrap_resamples_rows_of_a_matrix():
+    # rows are units; the statistic is the slope of the column means over x = 0, 1, 2
+    rows = np.array([[0.0, 1.0, 2.0], [1.0, 2.0, 3.0], [0.0, 2.0, 4.0], [2.0, 3.0, 4.0]])
+
+    def slope(m):
+        return float(np.polyfit([0, 1, 2], m.mean(axis=0), 1)[0])
+
+    point, lo, hi = bootstrap_ci(rows, statistic=slope, n_boot=500)
+    assert point == pytest.approx(1.25)
+    assert 1.0 <= lo <= point <= hi <= 2.0  # every row has slope 1 or 2
+
+
 def test_hierarchical_bootstrap_point_is_mean_of_group_means():
     point, lo, hi = hierarchical_bootstrap_ci([[0, 0, 1, 1], [1, 1, 1, 1], [0.5]], n_boot=500)
     assert point == pytest.approx((0.5 + 1 + 0.5) / 3)
