@@ -1,8 +1,9 @@
 """Where things live in the repository.
 
-The repository root is the directory that holds ``dvc.yaml`` and ``params.yaml``. It is found from the
-``REPLICATIONS_ROOT`` environment variable when set (the runner sets it for the notebook kernel), else by
-walking up from this file, else by walking up from the current directory.
+The repository root is the directory that holds ``dvc.yaml``, ``params.yaml`` and ``papers/``. It is found
+from the ``REPLICATIONS_ROOT`` environment variable when set (the runner sets it for the notebook kernel),
+else by walking up from the current directory (so commands act on the checkout they are run in, even with
+an environment installed from another checkout), else by walking up from this file.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def repo_root() -> Path:
     env = os.environ.get("REPLICATIONS_ROOT")
     if env:
         return Path(env).resolve()
-    for start in (Path(__file__).resolve().parent, Path.cwd().resolve()):
+    for start in (Path.cwd().resolve(), Path(__file__).resolve().parent):
         for candidate in (start, *start.parents):
             if _is_root(candidate):
                 return candidate

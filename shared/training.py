@@ -29,7 +29,7 @@ class TrainConfig:
     schedule: str = "cosine"  # "cosine" | "constant"
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     grad_clip: float | None = 1.0
-    log_every: int = 25  # record the training loss every this many steps
+    log_every: int = 25  # record (and NaN-check) the loss every this many steps; no device sync in between
     eval_every: int = 0  # call eval_fn every this many steps (0: only at the end)
     desc: str = "train"
     progress: bool = True
@@ -105,7 +105,6 @@ def train(
     records: list[dict[str, Any]] = []
     bar = tqdm(total=cfg.steps, desc=cfg.desc, disable=not cfg.progress, file=sys.stderr,
                mininterval=2.0, leave=False, dynamic_ncols=False, ncols=100)
-    running: float | None = None
     for step in range(cfg.steps):
         model.train()
         lr = lr_at(step, cfg)
@@ -120,23 +119,22 @@ def train(
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(clip_params, cfg.grad_clip)
         opt.step()
+        bar.update(1)
+        last = step == cfg.steps - 1
+        do_eval = eval_fn is not None and (last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0))
+        if not ((step + 1) % cfg.log_every == 0 or last or do_eval):
+            continue  # no host-device sync between log steps: the GPU keeps running ahead
         value = float(loss.detach())
         if not math.isfinite(value):
             raise FloatingPointError(f"{cfg.desc}: loss became {value} at step {step}")
-        running = value if running is None else 0.9 * running + 0.1 * value
-        last = step == cfg.steps - 1
-        do_eval = eval_fn is not None and (last or (cfg.eval_every and (step + 1) % cfg.eval_every == 0))
-        if (step + 1) % cfg.log_every == 0 or last or do_eval:
-            rec: dict[str, Any] = {"step": step + 1, "loss": value, "lr": lr}
-            rec.update({k: float(v) for k, v in extra.items()})
-            if do_eval:
-                model.eval()
-                with torch.no_grad():
-                    rec.update({k: float(v) for k, v in eval_fn(model).items()})
-            records.append(rec)
-        bar.update(1)
-        if step % 10 == 0 or last:
-            bar.set_postfix(loss=f"{running:.4f}", refresh=False)
+        rec: dict[str, Any] = {"step": step + 1, "loss": value, "lr": lr}
+        rec.update({k: float(v) for k, v in extra.items()})
+        if do_eval:
+            model.eval()
+            with torch.no_grad():
+                rec.update({k: float(v) for k, v in eval_fn(model).items()})
+        records.append(rec)
+        bar.set_postfix(loss=f"{value:.4f}", refresh=False)
     bar.close()
     model.eval()
     return TrainHistory(records)

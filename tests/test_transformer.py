@@ -138,3 +138,30 @@ def test_nonfinite_loss_stops_training():
     with pytest.raises(FloatingPointError, match="loss became nan"):
         train(model, TrainConfig(steps=3, progress=False), lambda s: None,
               lambda m, b: m.head.weight.sum() * float("nan"), "cpu")
+
+
+def test_benchmark_reference_model_computes_the_same_function():
+    """benchmarks/transformer_throughput.py compares like with like: with the shared model's weights copied
+    in, its minimal nanoGPT-style model gives the same logits."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "transformer_throughput.py"
+    spec = importlib.util.spec_from_file_location("transformer_throughput", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    seed_everything(0)
+    cfg = TransformerConfig(vocab_size=13, max_len=9, d_model=16, n_layers=2, n_heads=2)
+    shared_model, ref = Transformer(cfg).eval(), bench.MinimalGPT(13, 9, 16, 2, 2).eval()
+    with torch.no_grad():
+        ref.wte.weight.copy_(shared_model.tok_emb.weight)
+        ref.wpe.weight.copy_(shared_model.pos_emb.weight)
+        for rb, sb in zip(ref.blocks, shared_model.blocks):
+            for dst, src in ((rb["ln1"], sb.ln1), (rb["qkv"], sb.attn.qkv), (rb["proj"], sb.attn.proj),
+                             (rb["ln2"], sb.ln2), (rb["fc"], sb.mlp[0]), (rb["out"], sb.mlp[2])):
+                dst.load_state_dict(src.state_dict())
+        ref.ln_f.load_state_dict(shared_model.ln_f.state_dict())
+        ref.head.weight.copy_(shared_model.head.weight)
+    x = torch.randint(0, 13, (3, 9))
+    with torch.no_grad():
+        assert torch.allclose(shared_model(x).logits, ref(x), atol=1e-5)
