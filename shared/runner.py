@@ -179,6 +179,7 @@ def run_paper(
             "profile": profile,
             "device": metrics["device"],
             "cpu_count": os.cpu_count(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
         (tmp / "runtime.json").write_text(json.dumps(runtime, indent=2) + "\n")
         _replace_dir(tmp, dest)
