@@ -3,4 +3,5 @@
 TITLE = 'Preference Fine-Tuning of LLMs Should Leverage Suboptimal, On-Policy Data'
 URL = 'https://arxiv.org/abs/2404.14367'
 GRADE = 'A'
-CITATION = "TODO(papers new): authors. Preference Fine-Tuning of LLMs Should Leverage Suboptimal, On-Policy Data. venue, year."
+CITATION = ("F. Tajwar, A. Singh, A. Sharma, R. Rafailov, J. Schneider, T. Xie, S. Ermon, C. Finn, A. Kumar. "
+            "Preference Fine-Tuning of LLMs Should Leverage Suboptimal, On-Policy Data. ICML 2024.")
