@@ -6,6 +6,7 @@
     papers new SLUG --title T --url U    scaffold a paper from the template
     papers deps SLUG [--write]           the code a paper's stage depends on (and update dvc.yaml)
     papers fetch NAME                    fetch and verify a dataset into data/NAME (a data_NAME stage)
+    papers build-smollm2                 dequantise the SmolLM2 GGUF into data/smollm2 (stage data_smollm2)
     papers report [--check]              regenerate (or check) the results tables in the READMEs
 """
 
@@ -136,6 +137,24 @@ def cmd_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build_smollm2(args: argparse.Namespace) -> int:
+    import time
+
+    from shared.data import DataError
+    from shared.lm import SMOLLM2_DIR, SMOLLM2_GGUF, SMOLLM2_SOURCE, build_smollm2_checkpoint
+
+    gguf = Path(args.gguf) if args.gguf else paths.data_dir() / SMOLLM2_SOURCE / SMOLLM2_GGUF
+    out = Path(args.out) if args.out else paths.data_dir() / SMOLLM2_DIR
+    start = time.perf_counter()
+    try:
+        dest = build_smollm2_checkpoint(gguf, out)
+    except DataError as exc:
+        print(f"papers build-smollm2: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"papers build-smollm2: {gguf.name} -> {dest} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from shared.report import check_report, write_report
 
@@ -187,6 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="fetch and verify one dataset of data/sources.yaml into data/NAME")
     p.add_argument("name")
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("build-smollm2", help="dequantise the SmolLM2 GGUF into a transformers checkpoint "
+                                             "(data/smollm2_gguf -> data/smollm2)")
+    p.add_argument("--gguf", default=None, help="the GGUF file (default data/smollm2_gguf/<its name>)")
+    p.add_argument("--out", default=None, help="destination directory (default data/smollm2)")
+    p.set_defaults(func=cmd_build_smollm2)
 
     p = sub.add_parser("report", help="regenerate the results tables in README.md and papers/*/README.md")
     p.add_argument("--check", action="store_true", help="exit 1 if any table is stale; write nothing")
