@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.metrics import Claim
+from shared.stacked import StackedLinear
 from shared.training import TrainConfig, TrainHistory, train
 
 from .tasks import OfflineData, TaskSpec, make_dataset, normalized_score, one_hot, oracle
@@ -104,24 +105,28 @@ class StackedMLP(nn.Module):
         super().__init__()
         self.negative_slope = negative_slope
         dims = [in_dim] + [hidden] * n_layers + [1]
-        self.weights, self.biases = nn.ParameterList(), nn.ParameterList()
-        for fan_in, fan_out in zip(dims[:-1], dims[1:]):
-            bound = 1.0 / math.sqrt(fan_in)
-            w = torch.stack([(torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound for g in generators])
-            b = torch.stack([(torch.rand(1, fan_out, generator=g) * 2 - 1) * bound for g in generators])
-            self.weights.append(nn.Parameter(w.repeat(n_tiles, 1, 1)))
-            self.biases.append(nn.Parameter(b.repeat(n_tiles, 1, 1)))
+        self.layers = nn.ModuleList(
+            StackedLinear.uniform(fan_in, fan_out, generators, 1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in),
+                                  n_tiles=n_tiles)
+            for fan_in, fan_out in zip(dims[:-1], dims[1:]))
+
+    @property
+    def weights(self) -> list[nn.Parameter]:
+        return [layer.weight for layer in self.layers]
+
+    @property
+    def biases(self) -> list[nn.Parameter]:
+        return [layer.bias for layer in self.layers]
 
     @property
     def n_members(self) -> int:
-        return self.weights[0].shape[0]
+        return self.layers[0].members
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
-        last = len(self.weights) - 1
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            h = torch.baddbmm(b, h, w)  # (M, N, fan_out)
-            if i < last:
+        for i, layer in enumerate(self.layers):
+            h = layer(h)  # (M, N, fan_out)
+            if i < len(self.layers) - 1:
                 h = F.leaky_relu(h, self.negative_slope)
         return h.squeeze(-1)
 

@@ -30,6 +30,7 @@ import torch.nn as nn
 
 from shared.metrics import Claim
 from shared.seeding import seed_everything, torch_generator
+from shared.stacked import StackedLinear, select_members
 from shared.training import TrainConfig, train
 
 from . import bandit as B
@@ -116,36 +117,36 @@ class StackedCategoricalPolicy(nn.Module):
         dims = [(context_dim, feature_dim), (feature_dim, hidden_dim), (hidden_dim, hidden_dim),
                 (hidden_dim, n_actions)]
         m = len(generators)
-        self.weights = nn.ParameterList()
-        self.biases = nn.ParameterList()
-        for fan_in, fan_out in dims:
-            bound = gain * (6.0 / (fan_in + fan_out)) ** 0.5
-            w = torch.stack([(torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound for g in generators])
-            self.weights.append(nn.Parameter(w))
-            self.biases.append(nn.Parameter(torch.zeros(m, 1, fan_out)))
+        # Xavier-uniform bound gain * sqrt(6 / (fan_in + fan_out)), zero biases
+        self.layers = nn.ModuleList(StackedLinear.uniform(fan_in, fan_out, generators,
+                                                          gain * (6.0 / (fan_in + fan_out)) ** 0.5)
+                                    for fan_in, fan_out in dims)
         self.ln_weight = nn.Parameter(torch.ones(m, 1, feature_dim))
         self.ln_bias = nn.Parameter(torch.zeros(m, 1, feature_dim))
 
     @property
+    def weights(self) -> list[nn.Parameter]:
+        return [layer.weight for layer in self.layers]
+
+    @property
+    def biases(self) -> list[nn.Parameter]:
+        return [layer.bias for layer in self.layers]
+
+    @property
     def members(self) -> int:
-        return self.weights[0].shape[0]
+        return self.layers[0].members
 
     def forward(self, contexts: torch.Tensor) -> torch.Tensor:
-        h = torch.baddbmm(self.biases[0], contexts, self.weights[0])
+        h = self.layers[0](contexts)
         h = nn.functional.layer_norm(h, h.shape[-1:]) * self.ln_weight + self.ln_bias
         h = torch.relu(h)
-        h = torch.relu(torch.baddbmm(self.biases[1], h, self.weights[1]))
-        h = torch.relu(torch.baddbmm(self.biases[2], h, self.weights[2]))
-        return torch.log_softmax(torch.baddbmm(self.biases[3], h, self.weights[3]), dim=-1)
+        h = torch.relu(self.layers[1](h))
+        h = torch.relu(self.layers[2](h))
+        return torch.log_softmax(self.layers[3](h), dim=-1)
 
     def select(self, index: list[int]) -> "StackedCategoricalPolicy":
         """A new stack whose member k is a copy of member ``index[k]`` of this one."""
-        new = copy.deepcopy(self)
-        idx = torch.as_tensor(index)
-        with torch.no_grad():
-            for p_new, p_old in zip(new.parameters(), self.parameters()):
-                p_new.data = p_old.data[idx].clone()
-        return new
+        return select_members(self, index)
 
 
 # --- the setting of one replication ----------------------------------------------------------------------
