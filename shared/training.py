@@ -89,12 +89,14 @@ def train(
     device: str,
     eval_fn: Callable[[nn.Module], dict[str, float]] | None = None,
     parameters: Iterable[nn.Parameter] | None = None,
+    stop_fn: Callable[[dict[str, Any]], bool] | None = None,
 ) -> TrainHistory:
     """Train ``model`` for ``cfg.steps`` steps; return the curve table (one record per logged step).
 
     ``parameters`` optimises a different parameter set (e.g. the model plus an auxiliary head);
     by default all of ``model``'s. ``eval_fn`` runs in eval mode under ``torch.no_grad`` and its values
-    are added to the record of that step.
+    are added to the record of that step. ``stop_fn`` sees each logged record and ends training early
+    when it returns True (e.g. once a target accuracy is reached).
     """
     from tqdm import tqdm
 
@@ -135,6 +137,8 @@ def train(
                 rec.update({k: float(v) for k, v in eval_fn(model).items()})
         records.append(rec)
         bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+        if stop_fn is not None and stop_fn(rec):
+            break
     bar.close()
     model.eval()
     return TrainHistory(records)

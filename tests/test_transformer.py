@@ -165,3 +165,12 @@ def test_benchmark_reference_model_computes_the_same_function():
     x = torch.randint(0, 13, (3, 9))
     with torch.no_grad():
         assert torch.allclose(shared_model(x).logits, ref(x), atol=1e-5)
+
+
+def test_stop_fn_ends_training_early():
+    model = _model()
+    seen = []
+    hist = train(model, TrainConfig(steps=50, log_every=5, progress=False), lambda s: torch.randint(0, 11, (4, 6)),
+                 lambda m, x: F.cross_entropy(m(x).logits.reshape(-1, 11), x.reshape(-1)), "cpu",
+                 stop_fn=lambda rec: seen.append(rec["step"]) or rec["step"] >= 15)
+    assert [r["step"] for r in hist.records] == [5, 10, 15] and seen == [5, 10, 15]

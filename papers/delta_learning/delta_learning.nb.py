@@ -1,62 +1,210 @@
 # %% [markdown]
 # # The Delta Learning Hypothesis: Preference Tuning on Weak Data can Yield Strong Gains: replication
 #
-# [https://arxiv.org/abs/2507.06187](https://arxiv.org/abs/2507.06187)
+# Geng, Ivison, Li, Sap, Li, Krishna, Koh (COLM 2025), [arXiv:2507.06187](https://arxiv.org/abs/2507.06187).
 #
-# TODO(papers new): one paragraph on the paper and what this notebook tests. The claims and criteria are in
-# `method.CLAIMS` and the README, fixed before the first run.
+# **The hypothesis.** Paired preference data whose responses are individually weak can still improve a
+# model stronger than any of them: what drives learning is the *relative* quality delta between chosen and
+# rejected, while supervised fine-tuning (SFT) on the same weak chosen responses hurts.
+#
+# Two experiments, both from scratch on the CPU:
+#
+# 1. **Logistic regression** (paper Sec. 6). A student and two weaker teachers are linear classifiers of a
+#    Gaussian halfspace; pairs are (teacher-1 sample > teacher-2 sample). DPO with the student as reference
+#    against SFT on the chosen labels, for several amounts of shared error between the three models (`rho`)
+#    and several teacher gaps. Accuracies are exact (`1 - angle / pi`).
+# 2. **A from-scratch LM ladder** (the model ladders of Secs. 4-5, miniaturised). A tiny Llama learns
+#    3-digit addition (numbers written least significant digit first); the first checkpoints of its run to
+#    reach 30%, 55% and 85% validation exact match are teacher 2, teacher 1 and the student. The student is
+#    tuned for one epoch with length-normalised DPO (beta = 5) on the teachers' greedy answers to fresh
+#    prompts (chosen = teacher 1, never checked for correctness), with the pairs swapped, or with SFT on
+#    the chosen answers.
+#
+# The claims and the criteria that decide each verdict are fixed in `analysis.CLAIMS` and in the README,
+# before any result.
 
 # %% tags=["parameters"]
 profile: str = "small"  # parameter profile (set by the runner)
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps (set by the runner)
 output_dir: str = ""  # where outputs go; empty = scratch/delta_learning (set by the runner)
 progress: bool = True  # show progress bars (set by the runner)
-seeds: list[int] = [0, 1, 2]  # evaluation seeds | len(x) >= 1 and len(set(x)) == len(x)
-mu: float = 0.5  # true mean of the toy distribution
-n_samples: int = 2000  # samples per seed | x >= 10
+beta: float = 5.0  # DPO beta, both experiments (authors' configs/dpo/base.yaml) | x > 0
+lr_seeds: list[int] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]  # logistic regression: evaluation seeds | len(x) >= 1 and len(set(x)) == len(x)
+lr_dim: int = 50  # logistic regression: input dimension d | x >= 5
+lr_acc_student: float = 0.9  # accuracy of the student | 0.5 < x < 1
+lr_acc_teacher_1: float = 0.8  # accuracy of the chosen (stronger) teacher | 0.5 < x < lr_acc_student
+lr_acc_teacher_2: list[float] = [0.75, 0.7, 0.65, 0.6]  # accuracies of the rejected teacher (the gap sweep) | len(x) >= 2 and all(0.5 <= a < lr_acc_teacher_1 for a in x)
+lr_primary_teacher_2: float = 0.7  # rejected teacher of the headline comparisons | x in lr_acc_teacher_2
+lr_rhos: list[float] = [0.0, 0.5, 1.0]  # shared-error fractions between the three models | len(x) >= 1 and all(0 <= r <= 1 for r in x)
+lr_kappa: float = 4.0  # norm (sharpness) of every model | x > 0
+lr_pairs: int = 20000  # preference pairs per seed | x >= 10 * lr_dim
+lr_step: float = 0.01  # learning rate of the one-step (small-step) DPO and SFT updates | x > 0
+seeds: list[int] = [0, 1, 2, 3, 4]  # LM ladder: evaluation seeds (one ladder each) | len(x) >= 1 and len(set(x)) == len(x)
+n_digits: int = 3  # LM ladder: digits per operand | 1 <= x <= 6
+d_model: int = 64  # tiny Llama width | x >= 8 and x % n_heads == 0
+n_layers: int = 2  # tiny Llama layers | x >= 1
+n_heads: int = 4  # attention heads | x >= 1
+pretrain_steps: int = 1000  # pretraining steps at most (stops once the student checkpoint exists) | x >= 1
+pretrain_batch: int = 128  # fresh problems per pretraining step | x >= 1
+pretrain_lr: float = 0.003  # pretraining AdamW learning rate | 0 < x < 1
+eval_every: int = 10  # snapshot + validation every this many steps | 1 <= x <= pretrain_steps
+n_val: int = 256  # validation problems that place the ladder checkpoints | x >= 16
+target_teacher_2: float = 0.3  # validation exact match of the weak teacher's checkpoint | 0 <= x <= 1
+target_teacher_1: float = 0.55  # ... of the strong teacher's checkpoint | target_teacher_2 <= x <= 1
+target_student: float = 0.85  # ... of the student's checkpoint (else the last one) | target_teacher_1 <= x <= 1
+n_pair_prompts: int = 4096  # fresh prompts answered by both teachers | x >= 32
+n_eval: int = 2000  # held-out problems for exact match | x >= 100
+tune_lr: float = 3e-4  # DPO and SFT learning rate (one epoch, cosine, 3% warmup; sized on pilot seed 100) | 0 < x < 1
+tune_batch: int = 32  # pairs (or SFT examples) per step (authors: 32) | x >= 1
+post_hoc_dpo_lrs: list[float] = [1e-4, 3e-5, 1e-5]  # extra DPO learning rates, exploration added after the first small run (no verdict uses them) | all(0 < v < 1 for v in x)
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+import torch
 
 from papers.delta_learning import TITLE, URL
-from papers.delta_learning.method import decide_example, make_claims, sample_mean
+from papers.delta_learning import analysis as A
+from papers.delta_learning.ladder import AdditionTask, ModelSpec, run_seed
+from papers.delta_learning.logistic import run_grid
+from shared.device import pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
 from shared.paths import resolve_output_dir
 from shared.plotting import savefig, set_theme
 
 set_theme()
+device = pick_device(device)
 out = resolve_output_dir(output_dir, "delta_learning")
+torch.set_num_threads(1)  # tiny models: one thread is as fast and keeps CPU runs reproducible
+print(f"profile={profile} device={device} output={out}")
 
 # %% [markdown]
-# ## Experiment
+# ## 1. Logistic regression
+#
+# Every model is `theta = kappa (cos(alpha) w* + sin(alpha) u)`; the student is the most accurate. On a
+# disagreement pair the chosen label follows `sigma(<theta_1 - theta_2, x>)` exactly, so DPO (reference =
+# student) converges to `theta_s + (theta_1 - theta_2) / beta`, while SFT on the chosen labels converges to
+# `theta_1`. We measure one gradient step (`lr_step`, the small-step regime of a fine-tuning run) and the
+# converged solutions, for every shared-error fraction `rho` and teacher gap.
 
 # %%
-results = pd.DataFrame([{"seed": s, "estimate": sample_mean(mu, n_samples, s)} for s in seeds])
-results
+lr_results = run_grid(lr_seeds, lr_rhos, lr_acc_teacher_2, lr_dim, lr_acc_student, lr_acc_teacher_1, lr_kappa,
+                      beta, lr_pairs, lr_step)
+lr_table = A.lr_summary(lr_results)
+lr_table[["rho", "acc_teacher_2", "dpo_step_gain", "sft_step_gain", "dpo_converged_gain", "sft_converged_gain",
+          "delta_cosine", "delta_norm_ratio"]]
+
+# %% [markdown]
+# ## 2. The LM ladder
+#
+# One pretraining run per seed gives the three models; then one epoch of each tuning arm from the student.
+
+# %%
+task = AdditionTask(n_digits)
+spec = ModelSpec(d_model=d_model, n_layers=n_layers, n_heads=n_heads)
+lm_rows, facts, curves, tune_curves = [], [], [], []
+for seed in seeds:
+    rows, extra = run_seed(task, spec, seed, pretrain_steps, pretrain_batch, pretrain_lr, eval_every, n_val,
+                           (target_teacher_2, target_teacher_1, target_student), n_pair_prompts, n_eval, beta,
+                           tune_lr, tune_batch, extra_dpo_lrs=tuple(post_hoc_dpo_lrs), device=device,
+                           progress=progress)
+    lm_rows += rows
+    facts.append(extra["facts"])
+    curves += extra["curve"]
+    tune_curves += extra["tune_curves"]
+    print(f"seed {seed}: " + ", ".join(f"{r['model']} {r['exact_match']:.3f}" for r in rows), flush=True)
+lm_results = pd.DataFrame(lm_rows)
+pair_facts = pd.DataFrame(facts)
+A.lm_wide(lm_results)
+
+# %% [markdown]
+# Pair statistics per seed (how often each side is correct; on distinct pairs the chosen side is right far
+# more often than the rejected one) and how the tuned students' scores moved: the mean per-token
+# log-probability of the chosen and rejected responses and of the *correct* answers to held-out prompts.
+
+# %%
+pair_facts
 
 # %% [markdown]
 # ## Verdicts
 
 # %%
-claims = {c.id: c for c in make_claims()}
-decide_example(claims["example_claim"], results["estimate"].tolist(), mu)
-pd.DataFrame([{"claim": c.id, "value": c.measured.value, "verdict": c.verdict} for c in claims.values()])
+claims = {c.id: c for c in A.make_claims()}
+A.decide_delta_mechanism(claims["lr_delta_mechanism"], lr_results)
+A.decide_gain_by_rho(claims["lr_dpo_improves_student"], lr_results, "dpo_step_gain", "positive", lr_primary_teacher_2)
+A.decide_gain_by_rho(claims["lr_sft_hurts"], lr_results, "sft_converged_gain", "negative", lr_primary_teacher_2)
+A.decide_gain_grows(claims["lr_gain_grows_with_delta"], lr_results)
+A.decide_lm_sign(claims["lm_dpo_improves_student"], lm_results, "dpo", "positive")
+A.decide_lm_sign(claims["lm_sft_hurts"], lm_results, "sft_chosen", "negative")
+A.decide_lm_dpo_beats_sft(claims["lm_dpo_beats_sft"], lm_results)
+A.decide_lm_sign(claims["lm_swap_reverses"], lm_results, "dpo_swapped", "negative")
+pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
+               "ci_high": c.measured.ci_high, "verdict": c.verdict} for c in claims.values()])
 
 # %% [markdown]
-# ## Figure
+# ## Figures
+# Left: logistic regression, accuracy change of the student after one DPO or SFT step and after
+# convergence, by shared-error fraction (teachers 0.80 / 0.70). Middle: one-step DPO gain against the
+# teacher gap. Third: the LM ladder, exact match of every model (points: seeds). Right: DPO students by
+# learning rate; only the pre-registered `tune_lr` enters a verdict, the others are a post-hoc exploration
+# added after the first `small` run.
 
 # %%
-fig, ax = plt.subplots(figsize=(5, 3.5))
-sns.stripplot(data=results, y="estimate", ax=ax)
-ax.axhline(mu, color="k", ls="--", label="true value")
-ax.legend()
-savefig(fig, out / "estimates.png")
+primary_rows = A.primary(lr_results, lr_primary_teacher_2)
+long = primary_rows.melt(id_vars=["seed", "rho"], value_vars=["dpo_step_gain", "sft_step_gain",
+                                                              "dpo_converged_gain", "sft_converged_gain"],
+                         var_name="arm", value_name="accuracy change")
+fig, axes = plt.subplots(1, 4, figsize=(21, 4.2))
+sns.barplot(data=long, x="arm", y="accuracy change", hue="rho", errorbar=("ci", 95), seed=0, ax=axes[0])
+axes[0].set_yscale("symlog", linthresh=1e-4)
+axes[0].axhline(0, color="k", lw=0.8)
+axes[0].set(xlabel="", title=f"logistic regression: student {lr_acc_student}, teachers {lr_acc_teacher_1} / "
+                              f"{lr_primary_teacher_2}")
+axes[0].tick_params(axis="x", rotation=20)
+sns.lineplot(data=lr_results, x="delta_accuracy", y="dpo_step_gain", hue="rho", marker="o", errorbar=("ci", 95),
+             seed=0, ax=axes[1])
+axes[1].set(xlabel="teacher gap (accuracy of teacher 1 - teacher 2)", ylabel="accuracy change, one DPO step",
+            title="bigger delta, bigger gain")
+order = ["teacher_2", "teacher_1", "student", "sft_chosen", "dpo_swapped", "dpo"]
+sns.pointplot(data=lm_results, x="model", y="exact_match", order=order, errorbar=("ci", 95), seed=0,
+              linestyle="none", ax=axes[2])
+sns.stripplot(data=lm_results, x="model", y="exact_match", order=order, color="grey", size=4, ax=axes[2])
+axes[2].set(xlabel="", ylabel="held-out exact match", title=f"LM ladder ({n_digits}-digit addition)")
+axes[2].tick_params(axis="x", rotation=20)
+dpo_rows = lm_results[lm_results["model"].str.startswith("dpo") & (lm_results["model"] != "dpo_swapped")].copy()
+dpo_rows["dpo learning rate"] = [tune_lr if m == "dpo" else float(m.removeprefix("dpo_lr")) for m in dpo_rows["model"]]
+sns.pointplot(data=dpo_rows, x="dpo learning rate", y="exact_match", errorbar=("ci", 95), seed=0, ax=axes[3])
+axes[3].axhline(A.lm_wide(lm_results)["student"].mean(), color="k", ls="--", label="student before tuning")
+axes[3].set(ylabel="held-out exact match", title="DPO by learning rate (post hoc except the pre-registered one)")
+axes[3].legend()
+fig.tight_layout()
+savefig(fig, out / "delta_learning.png")
+
+# %% [markdown]
+# ## Write the results
 
 # %%
-results.to_csv(out / "per_seed.csv", index=False)
-write_metrics(out, slug="delta_learning", title=TITLE, url=URL, profile=profile, device="cpu", seeds=seeds,
-              claims=list(claims.values()), headline={"mean_estimate": results["estimate"].mean()},
+lr_results.to_csv(out / "logistic_per_seed.csv", index=False, float_format="%.6g")
+lr_table.to_csv(out / "logistic_summary.csv", index=False, float_format="%.6g")
+lm_results.to_csv(out / "ladder_per_seed.csv", index=False, float_format="%.6g")
+pair_facts.to_csv(out / "ladder_pairs.csv", index=False, float_format="%.6g")
+(pd.DataFrame(curves).assign(seed=lambda t: "seed_" + t["seed"].astype(str))
+ .pivot(index="step", columns="seed", values="val_exact_match").reset_index()
+ .to_csv(out / "ladder_pretrain_curves.csv", index=False, float_format="%.6g"))
+tune = pd.DataFrame(tune_curves)
+(tune.groupby(["arm", "step"])["loss"].mean().unstack("arm").reset_index()
+ .to_csv(out / "ladder_tune_curves.csv", index=False, float_format="%.6g"))
+
+wide = A.lm_wide(lm_results).mean()
+headline = {f"lm_{k}_exact_match": float(v) for k, v in wide.items()}
+headline.update({f"lm_{c}": float(pair_facts[c].mean()) for c in pair_facts.columns if "logp_shift" in c})
+for r in lr_table[lr_table["acc_teacher_2"].round(6) == round(lr_primary_teacher_2, 6)].itertuples():
+    for col in ("dpo_step_gain", "sft_step_gain", "dpo_converged_gain", "sft_converged_gain"):
+        headline[f"lr_rho{r.rho:g}_{col}"] = float(getattr(r, col))
+write_metrics(out, slug="delta_learning", title=TITLE, url=URL, profile=profile, device=device,
+              seeds=sorted(set(seeds) | set(lr_seeds)), claims=list(claims.values()), headline=headline,
               params=snapshot(globals(), "delta_learning"))
+for c in claims.values():
+    print(f"{c.id}: {c.verdict} ({c.detail})")
