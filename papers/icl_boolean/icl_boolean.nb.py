@@ -1,62 +1,149 @@
 # %% [markdown]
 # # Understanding In-Context Learning in Transformers and LLMs by Learning to Learn Discrete Functions: replication
 #
-# [https://arxiv.org/abs/2310.03016](https://arxiv.org/abs/2310.03016)
+# Bhattamishra, Patel, Blunsom, Kanade (ICLR 2024), [arXiv:2310.03016](https://arxiv.org/abs/2310.03016).
 #
-# TODO(papers new): one paragraph on the paper and what this notebook tests. The claims and criteria are in
-# `method.CLAIMS` and the README, fixed before the first run.
+# **Setup.** A prompt is a sequence of labelled points `(x_1, y_1, ..., x_N, y_N)`, `x_t in {-1, +1}^n`,
+# `y_t = f(x_t)`, with a fresh Boolean function `f` drawn from a class for every prompt. A model trained
+# on such prompts must predict each `y_t` from the points before it: it has to *learn in context*. The
+# paper compares Transformers trained from scratch with the optimal learners of each class (the
+# elimination algorithm for conjunctions, Gaussian elimination over GF(2) for parities), nearest
+# neighbour and attention-free models (LSTM here), and shows that a *teaching sequence* at the start of
+# the prompt makes the Transformer far more sample-efficient.
+#
+# The claims and the criteria that decide each verdict are fixed in `experiment.CLAIMS` and in the
+# README, before any result. This notebook trains one model per (arm, seed), evaluates it and the
+# classical learners on the same fresh prompts, and computes the verdicts from the numbers.
 
 # %% tags=["parameters"]
 profile: str = "small"  # parameter profile (set by the runner)
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps (set by the runner)
 output_dir: str = ""  # where outputs go; empty = scratch/icl_boolean (set by the runner)
 progress: bool = True  # show progress bars (set by the runner)
-seeds: list[int] = [0, 1, 2]  # evaluation seeds | len(x) >= 1 and len(set(x)) == len(x)
-mu: float = 0.5  # true mean of the toy distribution
-n_samples: int = 2000  # samples per seed | x >= 10
+n_dims: int = 8  # input dimension n | 2 <= x <= 62
+n_points: int = 20  # labelled points per prompt N | x >= n_dims + 2 and x >= 6
+seeds: list[int] = [0, 1, 2]  # evaluation seeds (one model per arm and seed) | len(x) >= 1 and len(set(x)) == len(x)
+lstm_tasks: list[str] = ["conjunction"]  # classes the LSTM is trained on (the Transformer does all four) | "conjunction" in x and all(t in ("conjunction", "sparse_parity", "teach_conjunction", "mono_conjunction") for t in x)
+d_model: int = 64  # Transformer width | x >= 8
+n_layers: int = 3  # Transformer layers | 1 <= x <= 12
+n_heads: int = 4  # Transformer attention heads | x >= 1 and d_model % x == 0
+lstm_d_model: int = 64  # LSTM hidden size | x >= 8
+lstm_layers: int = 2  # LSTM layers | 1 <= x <= 6
+steps: int = 2000  # optimisation steps per model on conjunction and sparse_parity (Transformer and LSTM) | x >= 1
+teach_steps: int = 1000  # optimisation steps per model on teach_conjunction and its control mono_conjunction | x >= 1
+batch_size: int = 64  # prompts (fresh functions) per step | x >= 1
+lr: float = 0.003  # AdamW peak learning rate, Transformer (100 warmup steps, cosine decay to 10%) | 0 < x < 1
+lstm_lr: float = 0.003  # AdamW peak learning rate, LSTM | 0 < x < 1
+n_eval: int = 1280  # held-out prompts per model | x >= 100
+workers: int = 2  # models trained in parallel on CPU, one single-threaded process each | x >= 1
 
 # %%
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+import torch
 
 from papers.icl_boolean import TITLE, URL
-from papers.icl_boolean.method import decide_example, make_claims, sample_mean
+from papers.icl_boolean.analysis import (decide_conjunction, decide_lstm, decide_sparse_parity,
+                                         decide_teaching, summary)
+from papers.icl_boolean.experiment import ModelSpec, make_claims, run_grid
+from shared.device import pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
 from shared.paths import resolve_output_dir
 from shared.plotting import savefig, set_theme
 
 set_theme()
+device = pick_device(device)
+torch.set_num_threads(1)  # small models: one thread per process is as fast and robust to a shared CPU
 out = resolve_output_dir(output_dir, "icl_boolean")
+print(f"profile={profile} device={device} workers={workers} output={out}")
 
 # %% [markdown]
-# ## Experiment
+# ## Train and evaluate every arm
+# Transformer on the four prompt distributions (`conjunction`, `sparse_parity`, `teach_conjunction` and
+# its control `mono_conjunction`, the same prompts without the teaching prefix), and the LSTM on
+# `lstm_tasks`. Every model sees `steps x batch_size` fresh functions; the evaluation prompts (seed
+# `10000 + seed`) are shared by the model and the classical learners of its arm.
 
 # %%
-results = pd.DataFrame([{"seed": s, "estimate": sample_mean(mu, n_samples, s)} for s in seeds])
-results
+TRANSFORMER_TASKS = ["conjunction", "sparse_parity", "teach_conjunction", "mono_conjunction"]
+arms = [("transformer", t) for t in TRANSFORMER_TASKS] + [("lstm", t) for t in lstm_tasks]
+specs = {"transformer": ModelSpec("transformer", d_model, n_layers, n_heads),
+         "lstm": ModelSpec("lstm", lstm_d_model, lstm_layers)}
+steps_by_arm = {(f, t): teach_steps if t in ("teach_conjunction", "mono_conjunction") else steps for f, t in arms}
+curves, post_teach, losses, runs = run_grid(arms, specs, seeds, n_dims, n_points, steps=steps_by_arm,
+                                            batch_size=batch_size, lr={"transformer": lr, "lstm": lstm_lr},
+                                            n_eval=n_eval, device=device, workers=workers, progress=progress)
+table = summary(curves)
+table
+
+# %%
+runs
+
+# %% [markdown]
+# Accuracy at the first query after the teaching sequence (index |w| + 1), and at the same index in the
+# control prompts, which by then have shown |w| + 1 ordinary examples.
+
+# %%
+post_teach.groupby(["task", "learner"])["accuracy"].agg(["mean", "min", "max"]).reset_index()
 
 # %% [markdown]
 # ## Verdicts
 
 # %%
 claims = {c.id: c for c in make_claims()}
-decide_example(claims["example_claim"], results["estimate"].tolist(), mu)
-pd.DataFrame([{"claim": c.id, "value": c.measured.value, "verdict": c.verdict} for c in claims.values()])
+decide_conjunction(claims["conjunction_matches_optimal"], curves)
+decide_sparse_parity(claims["sparse_parity_fails"], curves)
+decide_teaching(claims["teaching_sequence_helps"], curves, post_teach)
+decide_lstm(claims["lstm_worse_than_transformer"], curves)
+pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
+               "ci_high": c.measured.ci_high, "verdict": c.verdict, "detail": c.detail}
+              for c in claims.values()])
 
 # %% [markdown]
-# ## Figure
+# ## Figure: accuracy against the number of in-context examples
+# One panel per class; the trained networks against the class's optimal learner, nearest neighbour and
+# the constant -1 predictor, on the same prompts (95% interval over seeds).
 
 # %%
-fig, ax = plt.subplots(figsize=(5, 3.5))
-sns.stripplot(data=results, y="estimate", ax=ax)
-ax.axhline(mu, color="k", ls="--", label="true value")
-ax.legend()
-savefig(fig, out / "estimates.png")
+plot_df = curves.copy()
+# the classical learners are evaluated once per arm; show them from the Transformer arms only
+plot_df = plot_df[(plot_df["learner"] == plot_df["family"]) | (plot_df["family"] == "transformer")]
+cb = sns.color_palette("colorblind")
+# the optimal learner of each class (one per panel) shares one colour
+palette = {"transformer": cb[0], "lstm": cb[1], "elimination": cb[2], "elimination_monotone": cb[2],
+           "gf2_elimination": cb[2], "sparse_parity_bayes": cb[4], "nearest_neighbour": cb[6], "null": cb[7]}
+hue_order = [h for h in palette if h in set(plot_df["learner"])]
+grid = sns.relplot(data=plot_df, x="position", y="accuracy", hue="learner", hue_order=hue_order, palette=palette,
+                   col="task", col_order=TRANSFORMER_TASKS, kind="line", errorbar=("ci", 95), seed=0, height=3.2,
+                   aspect=1.0, facet_kws={"sharey": True})
+grid.set_axis_labels("query position t", "accuracy")
+grid.figure.suptitle(f"in-context accuracy, n = {n_dims}, N = {n_points} (t - 1 labelled examples before query t)",
+                     y=1.04)
+grid.set_titles("{col_name}")
+for ax in grid.axes.flat:
+    ax.axhline(0.9, color="grey", ls=":", lw=1)
+savefig(grid.figure, out / "accuracy_vs_examples.png")
+
+# %% [markdown]
+# ## Write the results
 
 # %%
-results.to_csv(out / "per_seed.csv", index=False)
-write_metrics(out, slug="icl_boolean", title=TITLE, url=URL, profile=profile, device="cpu", seeds=seeds,
-              claims=list(claims.values()), headline={"mean_estimate": results["estimate"].mean()},
-              params=snapshot(globals(), "icl_boolean"))
+curves.to_csv(out / "accuracy_curves.csv", index=False, float_format="%.6g")
+table.to_csv(out / "summary.csv", index=False, float_format="%.6g")
+post_teach.to_csv(out / "post_teach_accuracy.csv", index=False, float_format="%.6g")
+loss_table = (losses.assign(arm=losses["family"] + "_" + losses["task"])
+              .groupby(["arm", "step"])["loss"].mean().unstack("arm").reset_index())
+loss_table.to_csv(out / "loss_curves.csv", index=False, float_format="%.6g")
+
+headline = {}
+for r in table.itertuples():
+    if r.learner == r.family or r.family == "transformer":
+        headline[f"{r.task}_{r.learner}_final_accuracy"] = r.final_accuracy
+for r in post_teach[post_teach["learner"] == "transformer"].groupby("task")["accuracy"].mean().items():
+    headline[f"{r[0]}_transformer_post_teach_accuracy"] = r[1]
+write_metrics(out, slug="icl_boolean", title=TITLE, url=URL, profile=profile, device=device, seeds=seeds,
+              claims=list(claims.values()), headline=headline, params=snapshot(globals(), "icl_boolean"))
+for c in claims.values():
+    print(f"{c.id}: {c.verdict} ({c.detail})")

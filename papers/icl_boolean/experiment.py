@@ -1,0 +1,265 @@
+"""Models, training and evaluation for the in-context Boolean-function replication, and the claims.
+
+Sequence layout (the authors' ``_combine``): the prompt ``(x_1, y_1, ..., x_N, y_N)`` becomes 2N vectors in
+R^n: ``z_{2t-1} = x_t`` and ``z_{2t} = (y_t, 0, ..., 0)``; a linear read-in maps them to d_model, and the
+label ``y_t`` is predicted by a linear read-out at the position of ``x_t`` (so, under the causal mask, from
+``x_1, y_1, ..., x_t`` only). Loss: binary cross-entropy of ``sigmoid(logit)`` against ``(y + 1)/2`` at every
+x position; metric: sign accuracy per position.
+
+Models:
+- ``transformer``: ``shared.transformer.Transformer`` (GPT-style pre-LN decoder, learned positions,
+  causal) fed through ``inputs_embeds`` by the read-in; one logit per position.
+- ``lstm``: the paper's attention-free recurrent comparison, read-in -> multi-layer ``nn.LSTM`` ->
+  read-out (the authors' ``LSTM`` class in ``src/models.py``: same interface, no dropout).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from shared.metrics import Claim
+from shared.seeding import seed_everything
+from shared.training import TrainConfig, TrainHistory, train
+from shared.transformer import Transformer, TransformerConfig
+
+from .task import (LEARNERS, MONOTONE_TASKS, accuracy_by_position, first_query_after_teaching, learners_for,
+                   sample_prompts)
+
+# --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
+
+CLAIMS = {
+    "conjunction_matches_optimal": dict(
+        statement="A Transformer trained from scratch to learn Conjunctions in context becomes near-perfect "
+                  "and nearly matches the optimal PAC learner (the elimination algorithm) in sample "
+                  "efficiency (Sec. 3, Table 1, Fig. 3).",
+        criterion="Conjunction, Transformer: final accuracy (mean over the last 5 query positions, 1280 "
+                  "fresh prompts) >= 0.95 in every seed AND the mean over seeds of (Transformer - "
+                  "elimination) accuracy averaged over all positions >= -0.03. not_reproduced if any seed's "
+                  "final accuracy < 0.90 or the mean gap < -0.06; otherwise inconclusive.",
+        paper_value="~100% accuracy on Conjunctions (n=28), curve close to the elimination algorithm's",
+    ),
+    "sparse_parity_fails": dict(
+        statement="Under the same training budget the Transformer stays near chance on Sparse Parities, a "
+                  "class that Gaussian elimination over GF(2) learns from O(n) examples (Sec. 3, Table 1).",
+        criterion="Sparse parity (k=2), Transformer: final accuracy (mean over the last 5 positions) <= 0.60 "
+                  "in every seed, while the GF(2) learner's final accuracy on the same prompts is >= 0.95. "
+                  "not_reproduced if the mean over seeds of the Transformer's final accuracy is >= 0.75; "
+                  "otherwise inconclusive.",
+        paper_value="chance-level (~50%) accuracy on Sparse Parity; Gaussian elimination learns it",
+    ),
+    "teaching_sequence_helps": dict(
+        statement="With a teaching sequence at the start of the prompt, a Transformer learns monotone "
+                  "conjunctions in context with far fewer examples, and is near-perfect right after the "
+                  "teaching sequence (Sec. 4).",
+        criterion="k90 = number of labelled points up to the first query from which the mean accuracy curve "
+                  "stays >= 0.90 (N + 1 if it never does); ratio k90(no teaching) / k90(teaching), one "
+                  "Transformer per arm and seed, same functions and inputs except the prefix. post-teach "
+                  "accuracy = the teaching model's accuracy on the first query after the teaching sequence "
+                  "(index |w| + 1). reproduced if the ratio is >= 2 AND the post-teach accuracy is >= 0.95 "
+                  "in every seed; not_reproduced if the mean ratio over seeds is < 1.5 or the mean post-teach "
+                  "accuracy is < 0.80; otherwise inconclusive.",
+        paper_value="near-perfect accuracy right after the teaching sequence (|w| + 1 examples) vs O(n) "
+                    "examples without it",
+    ),
+    "lstm_worse_than_transformer": dict(
+        statement="An LSTM trained the same way learns Conjunctions in context less well than the "
+                  "Transformer (Sec. 3.1, Table 1: LSTMs lag Transformers; other attention-free models are "
+                  "close).",
+        criterion="Conjunction: paired over seeds, Transformer - LSTM accuracy averaged over all positions. "
+                  "reproduced if the mean difference is > 0.01 and a one-sided paired t test gives p < 0.05; "
+                  "not_reproduced if the mean difference is <= 0; otherwise inconclusive.",
+        paper_value="LSTM below the Transformer on Conjunctions and most other classes (Table 1)",
+    ),
+}
+
+
+def make_claims() -> list[Claim]:
+    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
+
+
+# --- models ----------------------------------------------------------------------------------------------
+
+def combine(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+    """Interleave (B, N, n) inputs and (B, N) labels into (B, 2N, n): x_1, (y_1, 0..0), x_2, ..."""
+    B, N, n = xs.shape
+    y_wide = torch.cat([ys[:, :, None], xs.new_zeros(B, N, n - 1)], dim=2)
+    return torch.stack([xs, y_wide], dim=2).reshape(B, 2 * N, n)
+
+
+class ICLTransformer(nn.Module):
+    """Linear read-in -> shared causal Transformer (continuous inputs) -> one logit at each x position."""
+
+    def __init__(self, n_dims: int, n_points: int, d_model: int, n_layers: int, n_heads: int):
+        super().__init__()
+        self.read_in = nn.Linear(n_dims, d_model)
+        cfg = TransformerConfig(vocab_size=1, max_len=2 * n_points, d_model=d_model, n_layers=n_layers,
+                                n_heads=n_heads, causal=True, positions="learned", n_out=1)
+        self.backbone = Transformer(cfg)
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        z = self.read_in(combine(xs, ys))  # (B, 2N, D)
+        return self.backbone(inputs_embeds=z).logits[:, ::2, 0]  # (B, N)
+
+
+class ICLLSTM(nn.Module):
+    """The paper's attention-free baseline: linear read-in -> LSTM -> linear read-out at each x position."""
+
+    def __init__(self, n_dims: int, d_model: int, n_layers: int):
+        super().__init__()
+        self.read_in = nn.Linear(n_dims, d_model)
+        self.lstm = nn.LSTM(d_model, d_model, n_layers, batch_first=True)
+        self.read_out = nn.Linear(d_model, 1)
+
+    def forward(self, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        h, _ = self.lstm(self.read_in(combine(xs, ys)))  # (B, 2N, D)
+        return self.read_out(h)[:, ::2, 0]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    family: str  # "transformer" | "lstm"
+    d_model: int
+    n_layers: int
+    n_heads: int = 4
+
+
+def build_model(spec: ModelSpec, n_dims: int, n_points: int) -> nn.Module:
+    if spec.family == "transformer":
+        return ICLTransformer(n_dims, n_points, spec.d_model, spec.n_layers, spec.n_heads)
+    if spec.family == "lstm":
+        return ICLLSTM(n_dims, spec.d_model, spec.n_layers)
+    raise ValueError(f"unknown model family {spec.family!r}")
+
+
+def icl_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """BCE of sigmoid(logit) against (y + 1)/2 at every x position (the authors' ``cross_entropy``)."""
+    xs, ys = batch
+    logits = model(xs, ys)
+    return F.binary_cross_entropy_with_logits(logits, (ys + 1) / 2)
+
+
+# --- one arm: train, then evaluate on fresh prompts ------------------------------------------------------
+
+@dataclass
+class ArmResult:
+    curves: dict[str, np.ndarray]  # learner -> (N,) accuracy by position; "model" is the trained network
+    post_teach: dict[str, float]  # learner -> accuracy at the first query after the (would-be) teaching sequence
+    history: TrainHistory
+    n_parameters: int
+    seconds: float
+
+
+def _to_torch(p, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.from_numpy(p.xs).to(device), torch.from_numpy(p.ys).to(device)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, xs: np.ndarray, ys: np.ndarray, device: str, chunk: int = 256) -> np.ndarray:
+    model.eval()
+    out = []
+    for s in range(0, len(xs), chunk):
+        xb, yb = torch.from_numpy(xs[s:s + chunk]).to(device), torch.from_numpy(ys[s:s + chunk]).to(device)
+        out.append(torch.sign(model(xb, yb)).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def run_arm(task: str, spec: ModelSpec, seed: int, n_dims: int, n_points: int, steps: int, batch_size: int,
+            lr: float, n_eval: int, device: str, progress: bool = True) -> ArmResult:
+    """Train one model on ``steps`` batches of fresh prompts (a new function per prompt), then evaluate
+    it and every classical learner on ``n_eval`` held-out prompts drawn with seed ``10_000 + seed``."""
+    start = time.perf_counter()
+    seed_everything(seed)
+    model = build_model(spec, n_dims, n_points).to(device)
+    rng = np.random.default_rng(seed)
+    cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=min(100, steps // 10), weight_decay=0.0,
+                      desc=f"{spec.family} {task} s{seed}", progress=progress, log_every=max(1, steps // 50))
+    history = train(model, cfg, lambda step: _to_torch(sample_prompts(task, batch_size, n_points, n_dims, rng), device),
+                    icl_loss, device)
+    test = sample_prompts(task, n_eval, n_points, n_dims, np.random.default_rng(10_000 + seed))
+    preds = {"model": predict(model, test.xs, test.ys, device)}
+    preds.update({name: LEARNERS[name](test.xs, test.ys) for name in learners_for(task)})
+    curves = {name: accuracy_by_position(p, test.ys) for name, p in preds.items()}
+    post_teach = {}
+    if task in MONOTONE_TASKS:
+        # query index |w| + 1: right after the teaching sequence in teach prompts; in the control prompts
+        # (same functions and inputs, same seed) the same index, after |w| + 1 ordinary examples
+        anchor = first_query_after_teaching(test.w)
+        post_teach = {name: float(np.mean(np.take_along_axis(np.sign(p) == test.ys, anchor[:, None], 1)))
+                      for name, p in preds.items()}
+    n_params = sum(p.numel() for p in model.parameters())
+    return ArmResult(curves, post_teach, history, n_params, time.perf_counter() - start)
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)  # small models: one thread per process; parallelism comes from the workers
+
+
+def _run_arm_star(args) -> ArmResult:
+    return run_arm(*args)
+
+
+def run_grid(arms: list[tuple[str, str]], specs: dict[str, ModelSpec], seeds: list[int], n_dims: int,
+             n_points: int, steps: dict[tuple[str, str], int], batch_size: int, lr: dict[str, float], n_eval: int,
+             device: str, workers: int = 1, progress: bool = True):
+    """Train and evaluate every (family, task) arm for every seed, ``workers`` models at a time in separate
+    single-threaded processes (each model is seeded on its own, so results do not depend on ``workers``).
+    ``steps`` maps (family, task) to the number of optimisation steps.
+
+    Returns (curves, post_teach, loss curves, runs): curves has one row per (family, task, seed, learner,
+    position) with the accuracy; the classical learners are evaluated on the same prompts as the model of
+    that arm (their rows carry the arm's family so that each arm is self-contained). post_teach has one row
+    per (family, task, seed, learner) of the monotone arms: the accuracy at the first query after the
+    teaching sequence (teach prompts) or at the same index (control prompts)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+
+    import pandas as pd
+
+    keys = [(family, task, seed) for family, task in arms for seed in seeds]
+    jobs = [(task, specs[family], seed, n_dims, n_points, steps[(family, task)], batch_size, lr[family], n_eval,
+             device, progress and workers <= 1) for family, task, seed in keys]
+    results: list[ArmResult | None] = [None] * len(jobs)
+
+    def report(i: int, done: int) -> None:
+        if progress:
+            family, task, seed = keys[i]
+            final = float(np.mean(results[i].curves["model"][-5:]))
+            print(f"[{done}/{len(jobs)}] {family} {task} seed={seed}: final accuracy {final:.3f} "
+                  f"({results[i].seconds:.1f} s)", flush=True)
+
+    if workers <= 1 or device != "cpu":
+        for i, job in enumerate(jobs):
+            results[i] = _run_arm_star(job)
+            report(i, i + 1)
+    else:
+        # longest jobs first so that the last worker does not finish alone
+        order = sorted(range(len(jobs)), key=lambda i: -jobs[i][5] * (3 if keys[i][0] == "transformer" else 1))
+        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as ex:
+            futures = {ex.submit(_run_arm_star, jobs[i]): i for i in order}
+            for done, fut in enumerate(cf.as_completed(futures), 1):
+                i = futures[fut]
+                results[i] = fut.result()
+                report(i, done)
+
+    rows, post, losses, runs = [], [], [], []
+    for (family, task, seed), res in zip(keys, results):
+        for learner, curve in res.curves.items():
+            name = family if learner == "model" else learner
+            for t, acc in enumerate(curve):
+                rows.append({"family": family, "task": task, "seed": seed, "learner": name,
+                             "position": t + 1, "accuracy": float(acc)})
+        for learner, acc in res.post_teach.items():
+            post.append({"family": family, "task": task, "seed": seed,
+                         "learner": family if learner == "model" else learner, "accuracy": acc})
+        for rec in res.history.records:
+            losses.append({"family": family, "task": task, "seed": seed, "step": rec["step"], "loss": rec["loss"]})
+        runs.append({"family": family, "task": task, "seed": seed, "steps": steps[(family, task)],
+                     "parameters": res.n_parameters, "final_loss": res.history.last("loss")})
+    post_cols = ["family", "task", "seed", "learner", "accuracy"]
+    return pd.DataFrame(rows), pd.DataFrame(post, columns=post_cols), pd.DataFrame(losses), pd.DataFrame(runs)
