@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.metrics import Claim
+from shared.parallel import run_jobs
 from shared.seeding import seed_everything
 from shared.training import TrainConfig, train
 from shared.transformer import Transformer, TransformerConfig
@@ -296,26 +297,14 @@ def build_ood_sets(clauses: list[int], samples_per_length: int, seed: int) -> di
     return {n: encode_set(generate_dataset(n, 0, samples_per_length, seed + n)) for n in clauses}
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # tiny ops: one thread per process; results do not depend on the thread count
-
-
-def _run_cell_star(args):
-    return run_cell(*args)
-
-
 def run_grid(seeds, noise_levels, reg_noise_levels, s: Settings, ood_sets, scan_set, device: str = "cpu",
              workers: int = 1, progress: bool = True):
     """Every cell, ``workers`` cells at a time in separate single-threaded processes (each cell is
     seeded on its own, so the results do not depend on ``workers``); returns (results, curves) tables."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
     import pandas as pd
 
     cells = cell_list(seeds, noise_levels, reg_noise_levels)
     jobs = [(seed, noise, cond, s, ood_sets, scan_set, device, False) for seed, noise, cond in cells]
-    results: list[CellResult | None] = [None] * len(jobs)
 
     def report(i: int, res: CellResult, done: int) -> None:
         if progress:
@@ -324,17 +313,7 @@ def run_grid(seeds, noise_levels, reg_noise_levels, s: Settings, ood_sets, scan_
                   f"OOD {r['ood_acc']:.3f}, mod HE {r['mod_he']:.2e}, seq HE {r['seq_he']:.2e} "
                   f"({res.seconds:.1f} s)", flush=True)
 
-    if workers <= 1:
-        for i, job in enumerate(jobs):
-            results[i] = _run_cell_star(job)
-            report(i, results[i], i + 1)
-    else:
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as ex:
-            futures = {ex.submit(_run_cell_star, job): i for i, job in enumerate(jobs)}
-            for done, fut in enumerate(cf.as_completed(futures), 1):
-                i = futures[fut]
-                results[i] = fut.result()
-                report(i, results[i], done)
+    results = run_jobs(run_cell, jobs, workers, on_done=report)
     rows = [r.row for r in results]
     curves = [c for r in results for c in r.curve]
     return pd.DataFrame(rows), pd.DataFrame(curves)

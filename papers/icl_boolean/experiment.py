@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.metrics import Claim
+from shared.parallel import run_jobs
 from shared.seeding import seed_everything
 from shared.training import TrainConfig, TrainHistory, train
 from shared.transformer import Transformer, TransformerConfig
@@ -196,14 +197,6 @@ def run_arm(task: str, spec: ModelSpec, seed: int, n_dims: int, n_points: int, s
     return ArmResult(curves, post_teach, history, n_params, time.perf_counter() - start)
 
 
-def _init_worker() -> None:
-    torch.set_num_threads(1)  # small models: one thread per process; parallelism comes from the workers
-
-
-def _run_arm_star(args) -> ArmResult:
-    return run_arm(*args)
-
-
 def run_grid(arms: list[tuple[str, str]], specs: dict[str, ModelSpec], seeds: list[int], n_dims: int,
              n_points: int, steps: dict[tuple[str, str], int], batch_size: int, lr: dict[str, float], n_eval: int,
              device: str, workers: int = 1, progress: bool = True):
@@ -216,36 +209,22 @@ def run_grid(arms: list[tuple[str, str]], specs: dict[str, ModelSpec], seeds: li
     that arm (their rows carry the arm's family so that each arm is self-contained). post_teach has one row
     per (family, task, seed, learner) of the monotone arms: the accuracy at the first query after the
     teaching sequence (teach prompts) or at the same index (control prompts)."""
-    import concurrent.futures as cf
-    import multiprocessing as mp
-
     import pandas as pd
 
     keys = [(family, task, seed) for family, task in arms for seed in seeds]
     jobs = [(task, specs[family], seed, n_dims, n_points, steps[(family, task)], batch_size, lr[family], n_eval,
              device, progress and workers <= 1) for family, task, seed in keys]
-    results: list[ArmResult | None] = [None] * len(jobs)
 
-    def report(i: int, done: int) -> None:
+    def report(i: int, res: ArmResult, done: int) -> None:
         if progress:
             family, task, seed = keys[i]
-            final = float(np.mean(results[i].curves["model"][-5:]))
+            final = float(np.mean(res.curves["model"][-5:]))
             print(f"[{done}/{len(jobs)}] {family} {task} seed={seed}: final accuracy {final:.3f} "
-                  f"({results[i].seconds:.1f} s)", flush=True)
+                  f"({res.seconds:.1f} s)", flush=True)
 
-    if workers <= 1 or device != "cpu":
-        for i, job in enumerate(jobs):
-            results[i] = _run_arm_star(job)
-            report(i, i + 1)
-    else:
-        # longest jobs first so that the last worker does not finish alone
-        order = sorted(range(len(jobs)), key=lambda i: -jobs[i][5] * (3 if keys[i][0] == "transformer" else 1))
-        with cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker) as ex:
-            futures = {ex.submit(_run_arm_star, jobs[i]): i for i in order}
-            for done, fut in enumerate(cf.as_completed(futures), 1):
-                i = futures[fut]
-                results[i] = fut.result()
-                report(i, done)
+    # longest jobs first (transformer steps cost about 3x an LSTM's) so the last worker does not finish alone
+    cost = [job[5] * (3 if key[0] == "transformer" else 1) for job, key in zip(jobs, keys)]
+    results = run_jobs(run_arm, jobs, workers if device == "cpu" else 1, cost=cost, on_done=report)
 
     rows, post, losses, runs = [], [], [], []
     for (family, task, seed), res in zip(keys, results):
