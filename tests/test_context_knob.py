@@ -1,10 +1,331 @@
-"""papers.context_knob: TODO(papers new): test the generators, losses and metrics against hand-computed cases."""
+"""papers.context_knob: CCS data, the last-token runner, interventions, DAS, steering values and verdict rules."""
 
+import re
+
+import numpy as np
+import pandas as pd
 import pytest
+import torch
 
-from papers.context_knob.method import sample_mean
+from papers.context_knob.analysis import (checkpoint_correlations, decide_ccs_finetuning, decide_correlation,
+                                          decide_smollm2_transfer, decide_steering, steering_difference)
+from papers.context_knob.experiment import das_data, make_claims, split_indices
+from papers.context_knob.knob import (LastTokenRunner, control_values, interchange_accuracy, last_token_hook,
+                                      last_token_logits, mean_difference_direction, random_direction, separation,
+                                      set_coordinate, steered_pair_correct, steering_values, train_das)
+from papers.context_knob.task import (CONTEXT, NONE, PRETRAIN_MIXTURE, PRIOR, Items, PromptSet, TinyWorld,
+                                      capital_user_message, das_source_index, encode_capitals, pad_left,
+                                      pair_accuracy, sample_counterfactuals, sample_pretrain, same_first_token)
+from shared.lm import tiny_llama
 
 
-def test_sample_mean_is_deterministic_and_close():
-    assert sample_mean(0.5, 10_000, seed=1) == sample_mean(0.5, 10_000, seed=1)
-    assert sample_mean(0.5, 10_000, seed=1) == pytest.approx(0.5, abs=0.05)
+def claims():
+    return {c.id: c for c in make_claims()}
+
+
+# --- CCS data ------------------------------------------------------------------------------------------------
+
+def test_tiny_world_prompt_layout_and_targets():
+    world = TinyWorld.make(n_entities=6, n_novel=2, n_values=5, seed=0)
+    items = Items(np.array([3]), world.facts[[3]], np.array([(world.facts[3] + 1) % 5]))
+    p = world.encode(items)  # prior then context intent, phrasing 0 ("use ...")
+    words = [[world.vocab[t] for t in row] for row in p.ids.tolist()]
+    v_ctx, v_prior = f"v{items.ctx[0]}", f"v{items.prior[0]}"
+    assert words[0] == ["<bos>", "e3", "is", v_ctx, "query", "e3", "use", "prior"]
+    assert words[1] == ["<bos>", "e3", "is", v_ctx, "query", "e3", "use", "context"]
+    assert p.intent.tolist() == [PRIOR, CONTEXT] and p.item.tolist() == [0, 0]
+    assert [world.vocab[t] for t in p.target().tolist()] == [v_prior, v_ctx]
+    assert [world.vocab[t] for t in p.flipped_target().tolist()] == [v_ctx, v_prior]
+    two = Items(np.array([3, 4]), world.facts[[3, 4]], (world.facts[[3, 4]] + 1) % 5)
+    phr = [[world.vocab[t] for t in row[-2:]] for row in world.encode(two).ids.tolist()]
+    assert phr == [["use", "prior"], ["use", "context"], ["ignore", "context"], ["ignore", "prior"]]
+    none = world.encode(items, with_intent=False)
+    assert [world.vocab[t] for t in none.ids[0, -2:].tolist()] == ["say", "answer"]
+    assert none.intent.tolist() == [NONE]
+    with pytest.raises(ValueError):
+        none.target()
+
+
+def test_pretraining_mixture_targets_follow_their_rule():
+    world = TinyWorld.make(n_entities=20, n_novel=5, n_values=7, seed=1)
+    seq, target, kind = sample_pretrain(world, 3000, np.random.default_rng(0))
+    names = list(PRETRAIN_MIXTURE)
+    w = world.vocab
+    ent = seq[:, 5] - world.entity_token(0)
+    for i in range(len(seq)):
+        k, words = names[kind[i]], [w[t] for t in seq[i]]
+        if k == "fact":
+            assert words[1] == words[3] == "_" and words[-2:] == ["say", "answer"]
+            assert target[i] == world.value_token(world.facts[ent[i]])
+        elif k == "novel_copy":
+            assert words[1].startswith("n") and target[i] == seq[i, 3]
+        elif k == "trusted_conflict":
+            assert words[-2:] == ["trust", "context"] and target[i] == seq[i, 3]
+            assert seq[i, 3] != world.value_token(world.facts[ent[i]])
+        elif k == "doubted_conflict":
+            assert words[-2:] == ["doubt", "context"] and target[i] == world.value_token(world.facts[ent[i]])
+        else:
+            assert words[-2:] == ["say", "answer"]
+            assert target[i] in (seq[i, 3], world.value_token(world.facts[ent[i]]))
+    freq = np.bincount(kind, minlength=len(names)) / len(kind)
+    assert freq == pytest.approx(list(PRETRAIN_MIXTURE.values()), abs=0.03)
+    neutral = kind == names.index("neutral_conflict")
+    assert np.mean(target[neutral] == seq[neutral, 3]) == pytest.approx(0.5, abs=0.1)
+
+
+def test_items_reject_equal_answers_and_world_items_are_counterfactual():
+    with pytest.raises(ValueError):
+        Items(np.array([0]), np.array([2]), np.array([2]))
+    world = TinyWorld.make(8, 2, 6, seed=3)
+    it = world.items(np.array([0, 1, 2]), per_entity=5, rng=np.random.default_rng(0))
+    assert len(it) == 15 and np.all(it.prior == world.facts[it.subject]) and np.all(it.ctx != it.prior)
+    assert all(len(set(it.ctx[it.subject == e])) == 5 for e in (0, 1, 2))  # 5 distinct context answers
+
+
+def test_pair_accuracy_needs_both_intents():
+    intent = np.array([PRIOR, CONTEXT, PRIOR, CONTEXT, PRIOR, CONTEXT])
+    item = np.array([0, 0, 1, 1, 2, 2])
+    correct = np.array([True, True, True, False, False, False])
+    assert pair_accuracy(correct, intent, item) == pytest.approx(1 / 3)
+    with pytest.raises(ValueError):
+        pair_accuracy(np.array([True]), np.array([NONE]), np.array([0]))
+
+
+def test_das_sources_follow_the_authors_rule():
+    items = Items(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), np.array([1, 2, 3, 0]))
+    item, intent = np.repeat(np.arange(4), 2), np.tile([PRIOR, CONTEXT], 4)
+    src = das_source_index(items, item, intent, np.random.default_rng(0))
+    s, t = item[src], item
+    assert np.all(items.subject[s] != items.subject[t]) and np.all(items.ctx[s] != items.ctx[t])
+    assert np.all(items.prior[s] != items.prior[t]) and np.all(intent[src] != intent)
+    one = Items(np.array([0]), np.array([0]), np.array([1]))
+    with pytest.raises(ValueError):
+        das_source_index(one, np.array([0, 0]), np.array([PRIOR, CONTEXT]), np.random.default_rng(0))
+
+
+def test_counterfactuals_avoid_the_prior_and_shared_first_tokens():
+    forbidden = np.zeros((4, 4), dtype=bool)
+    forbidden[0, 1] = True
+    cf = sample_counterfactuals(np.zeros(200, dtype=int), 4, np.random.default_rng(0), forbidden)
+    assert set(cf.tolist()) == {2, 3}
+
+
+def test_split_indices_partition():
+    tr, dv, te = split_indices(10, np.random.default_rng(0))
+    assert (len(tr), len(dv), len(te)) == (5, 2, 3)  # round(2.5) = 2
+    assert sorted(np.concatenate([tr, dv, te]).tolist()) == list(range(10))
+    with pytest.raises(ValueError):
+        split_indices(2, np.random.default_rng(0))
+
+
+class WordTokenizer:
+    """A stand-in for SmolLM2's tokenizer: ChatML as text, GPT-2-like words with their leading space."""
+
+    chat_template = "chatml"
+    pad_token_id = 0
+
+    def __init__(self):
+        self.vocab = {"<pad>": 0}
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+        return text + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+
+    def __call__(self, text, add_special_tokens=False):
+        words = re.findall(r"<\|im_(?:start|end)\|>|\n| ?[^ \n<]+", text)
+        return {"input_ids": [self.vocab.setdefault(w, len(self.vocab)) for w in words]}
+
+
+def test_capital_prompts_use_the_authors_template():
+    text = capital_user_message("France", "Madrid", PRIOR)
+    assert text == ("Context: The capital of France is Madrid.\nInstruction: Ignore the context in answering "
+                    "the query.\nQuery: What is the capital of France?")
+    assert "Instruction" not in capital_user_message("France", "Madrid", NONE)
+    tok = WordTokenizer()
+    capitals = [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Peru", "Paris")]
+    assert same_first_token(tok, capitals)[0, 3] and not same_first_token(tok, capitals)[0, 1]
+    p = encode_capitals(tok, Items(np.array([0, 2]), np.array([0, 2]), np.array([1, 0])), capitals=capitals)
+    inv = {i: w for w, i in tok.vocab.items()}
+    assert p.ids.shape[0] == 4 and p.mask[:, -1].all()
+    words = [inv[i] for i in p.ids[0][p.mask[0].bool()].tolist()]
+    assert words[-8:] == ["<|im_start|>", "assistant", "\n", "The", " capital", " of", " France", " is"]
+    assert inv[p.ctx_token[0].item()] == " Madrid" and inv[p.prior_token[0].item()] == " Paris"
+    assert inv[p.ctx_token[2].item()] == " Paris" and inv[p.prior_token[2].item()] == " Rome"
+
+
+# --- the runner and the interventions ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return tiny_llama(40, 32, d_model=32, n_layers=3, n_heads=4).eval()
+
+
+def _prompts():
+    ids, mask = pad_left([[1, 5, 6, 7, 8], [1, 9, 10], [3, 4, 5, 6, 7, 8, 9], [2, 2, 11, 12]], 0)
+    return PromptSet(ids, mask, torch.tensor([20, 21, 22, 23]), torch.tensor([24, 25, 26, 27]),
+                     torch.tensor([CONTEXT, PRIOR, CONTEXT, PRIOR]), torch.tensor([0, 0, 1, 1]))
+
+
+def test_set_coordinate_sets_only_the_coordinate():
+    u = random_direction(8, 0)
+    h = torch.randn(5, 8)
+    out = set_coordinate(h, u, torch.full((5,), 2.5))
+    assert torch.allclose(out @ u, torch.full((5,), 2.5), atol=1e-5)
+    proj = lambda x: x - (x @ u)[:, None] * u  # noqa: E731
+    assert torch.allclose(proj(out), proj(h), atol=1e-5)
+
+
+def test_runner_matches_full_forward_passes_with_and_without_edits(tiny):
+    p = _prompts()
+    runner = LastTokenRunner(tiny, p, batch_size=3)
+    with torch.no_grad():
+        full = last_token_logits(tiny, p.ids, p.mask)
+    assert torch.allclose(runner.logits(), full, atol=1e-5)
+    assert torch.allclose(runner.logits(), full, atol=1e-5)  # the cache is restored after each pass
+    u = random_direction(32, 1)
+    edit = lambda h, rows: set_coordinate(h, u, torch.full((h.shape[0],), 4.0))  # noqa: E731
+    with torch.no_grad(), last_token_hook(tiny, 1, edit, None):
+        edited = last_token_logits(tiny, p.ids, p.mask)
+    assert torch.allclose(runner.logits(1, edit), edited, atol=1e-5)
+    assert not torch.allclose(edited, full, atol=1e-3)
+    with torch.no_grad():
+        hs = tiny(input_ids=p.ids, attention_mask=p.mask, position_ids=(p.mask.cumsum(-1) - 1).clamp(min=0),
+                  output_hidden_states=True).hidden_states
+    states = runner.states([0, 1])
+    assert torch.allclose(states[:, 0], hs[1][:, -1], atol=1e-5) and torch.allclose(states[:, 1], hs[2][:, -1], atol=1e-5)
+
+
+def test_interchange_with_own_coordinate_changes_nothing(tiny):
+    p = _prompts()
+    runner = LastTokenRunner(tiny, p, batch_size=2)
+    own = runner.states([1])[:, 0]
+    pred = runner.predictions()
+    assert interchange_accuracy(runner, 1, random_direction(32, 2), own, pred) == 1.0
+
+
+def test_das_trains_only_the_direction_and_learns_a_planted_variable(tiny):
+    """Targets whose label is the prediction after moving the coordinate on a planted u* to a source value:
+    DAS must reach a high interchange accuracy while the model stays untouched."""
+    torch.manual_seed(0)
+    n = 48
+    ids = torch.randint(1, 40, (n, 6))
+    p = PromptSet(ids, torch.ones_like(ids), torch.zeros(n, dtype=torch.long), torch.ones(n, dtype=torch.long),
+                  torch.tensor([CONTEXT, PRIOR] * (n // 2)), torch.arange(n).div(2, rounding_mode="floor"))
+    runner = LastTokenRunner(tiny, p, batch_size=16)
+    u_star = random_direction(32, 5)
+    src_states = torch.randn(n, 32) * 0 + torch.where(torch.arange(n)[:, None] % 2 == 0, 8.0, -8.0) * u_star
+    labels = runner.predictions(0, lambda h, rows: set_coordinate(h, u_star, src_states[rows] @ u_star))
+    before = [q.clone() for q in tiny.parameters()]
+    u, hist = train_das(runner, 0, src_states, labels, steps=120, lr=0.05, seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny.parameters()))
+    assert all(q.requires_grad for q in tiny.parameters())  # flags restored
+    assert float(u.norm()) == pytest.approx(1.0, abs=1e-5)
+    assert hist.records[-1]["loss"] < hist.records[0]["loss"]
+    assert interchange_accuracy(runner, 0, u, src_states, labels) >= 0.9
+
+
+def test_steering_values_and_separation_formulas():
+    coords = torch.tensor([3.0, 5.0, -1.0, 1.0])
+    intent = torch.tensor([CONTEXT, CONTEXT, PRIOR, PRIOR])
+    v = steering_values(coords, intent)  # class means 4 and 0
+    assert (v.mid, v.half) == (2.0, 2.0)
+    assert (v.context_value(2.0), v.prior_value(2.0)) == (6.0, -2.0)
+    c = control_values(torch.tensor([10.0, 12.0]), v)
+    assert (c.mid, c.half) == (11.0, 2.0)
+    # d' = (4 - 0) / sqrt((2 + 2) / 2)
+    assert separation(coords, intent) == pytest.approx(4 / np.sqrt(2))
+    states = torch.tensor([[1.0, 0.0], [3.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    assert torch.allclose(mean_difference_direction(states, intent), torch.tensor([1.0, 0.0]))
+
+
+def test_steered_pair_correct_requires_both_values_to_work(tiny):
+    p = _prompts()
+    runner = LastTokenRunner(tiny, p, batch_size=4)
+    u = random_direction(32, 3)
+    v = steering_values(torch.tensor([1.0, -1.0]), torch.tensor([CONTEXT, PRIOR]))
+    both, ok_ctx, ok_prior = steered_pair_correct(runner, p, 1, u, v, 1.0)
+    assert np.array_equal(both, ok_ctx & ok_prior)
+    # with the answers set to what each steering value produces, every item is right
+    pc = runner.predictions(1, lambda h, r: set_coordinate(h, u, torch.full((h.shape[0],), v.context_value(1.0))))
+    pp = runner.predictions(1, lambda h, r: set_coordinate(h, u, torch.full((h.shape[0],), v.prior_value(1.0))))
+    rigged = PromptSet(p.ids, p.mask, pc, pp, p.intent, p.item)
+    assert steered_pair_correct(runner, rigged, 1, u, v, 1.0)[0].all()
+
+
+def test_das_data_filters_to_items_right_under_both_intents(tiny):
+    world = TinyWorld.make(8, 2, 5, seed=0)
+    model = tiny_llama(world.vocab_size, 16, d_model=16, n_layers=2, n_heads=2).eval()
+    items = world.items(np.arange(8), 4, np.random.default_rng(0))
+    p = world.encode(items)
+    runner = LastTokenRunner(model, p, 64)
+    pred = runner.predictions()
+    rigged = PromptSet(p.ids, p.mask, p.ctx_token.clone(), p.prior_token.clone(), p.intent, p.item)
+    # make items 0-5 "correct" for this random model under both intents, the rest wrong
+    for i in range(len(p)):
+        if p.item[i] < 6:
+            (rigged.ctx_token if p.intent[i] == CONTEXT else rigged.prior_token)[i] = pred[i]
+    got = das_data(model, items, rigged, np.random.default_rng(0), 1000, [0, 1], 64, "cpu")
+    assert got is not None
+    _, targets, src, labels = got
+    assert set(targets.item.tolist()) <= set(range(6)) and src.shape == (len(targets), 2, 16)
+
+
+# --- verdict rules on synthetic tables ------------------------------------------------------------------------
+
+def _steering(knob, random, model="fine-tuned", arm="tiny"):
+    rows = []
+    for s, (k, r) in enumerate(zip(knob, random)):
+        rows += [{"arm": arm, "model": model, "direction": "knob", "seed": s, "pair_accuracy": k},
+                 {"arm": arm, "model": model, "direction": "random", "seed": s, "pair_accuracy": r}]
+    return pd.DataFrame(rows)
+
+
+def test_threshold_verdicts():
+    c = claims()["ccs_finetuning"]
+    assert decide_ccs_finetuning(c, pd.DataFrame({"ft_pair_accuracy": [0.9, 0.95, 1.0]})).verdict == "reproduced"
+    assert decide_ccs_finetuning(c, pd.DataFrame({"ft_pair_accuracy": [0.5, 0.6, 0.7]})).verdict == "not_reproduced"
+    m = decide_ccs_finetuning(c, pd.DataFrame({"ft_pair_accuracy": [0.7, 0.8, 0.9]}))
+    assert m.verdict == "inconclusive" and m.measured.value == pytest.approx(0.8)
+
+
+def test_steering_verdicts():
+    c = claims()["steering_finetuned"]
+    assert decide_steering(c, _steering([0.9, 0.85, 0.95], [0.2, 0.1, 0.3]), "tiny", "fine-tuned",
+                           0.8, 0.5).verdict == "reproduced"
+    # a large difference but a weak knob: inconclusive; a knob below 0.5: not reproduced
+    assert decide_steering(c, _steering([0.7, 0.75, 0.7], [0.1, 0.1, 0.1]), "tiny", "fine-tuned",
+                           0.8, 0.5).verdict == "inconclusive"
+    assert decide_steering(c, _steering([0.45, 0.4, 0.45], [0.0, 0.0, 0.0]), "tiny", "fine-tuned",
+                           0.8, 0.5).verdict == "not_reproduced"
+    t = claims()["steering_transfer_base"]
+    assert decide_steering(t, _steering([0.1, 0.12, 0.08], [0.1, 0.1, 0.1]), "tiny", "fine-tuned").verdict == "not_reproduced"
+    assert decide_steering(t, _steering([0.9, 0.1, 0.6], [0.1, 0.1, 0.1]), "tiny", "fine-tuned").verdict == "inconclusive"
+    d = steering_difference(_steering([0.5, 0.6], [0.1, 0.2]), "tiny", "fine-tuned")
+    assert d["difference"].tolist() == pytest.approx([0.4, 0.4])
+    assert decide_steering(t, _steering([0.5], [0.1]), "tiny", "base").verdict == "inconclusive"  # no such rows
+
+
+def test_correlation_verdicts():
+    c = claims()["separation_correlation"]
+    rows = []
+    for seed in range(3):
+        for step, (acc, sep) in enumerate([(0.0, 0.1), (0.2, 0.5), (0.6, 2.0), (1.0, 4.0)]):
+            rows.append({"seed": seed, "ft_step": step, "pair_accuracy": acc, "separation": sep + seed * 0.01})
+    good = pd.DataFrame(rows)
+    assert checkpoint_correlations(good).tolist() == pytest.approx([1.0, 1.0, 1.0])
+    assert decide_correlation(c, good).verdict == "reproduced"
+    bad = good.assign(separation=good.groupby("seed")["separation"].transform(lambda s: s.values[::-1]))
+    assert decide_correlation(c, bad).verdict == "not_reproduced"
+    assert decide_correlation(c, good.iloc[0:0]).verdict == "inconclusive"
+
+
+def test_smollm2_transfer_is_inconclusive_when_not_run_or_underpowered():
+    c = claims()["smollm2_finetuned_transfer"]
+    assert decide_smollm2_transfer(c, pd.DataFrame(), pd.DataFrame({"zero_shot_pair_accuracy": [0.0]})).verdict == "inconclusive"
+    steer = _steering([0.9, 0.9, 0.95], [0.1, 0.0, 0.1], model="instruct (DAS from fine-tuned)", arm="smollm2")
+    ok = decide_smollm2_transfer(c, steer, pd.DataFrame({"ft_pair_accuracy": [0.9, 0.9, 0.9]}))
+    assert ok.verdict == "reproduced"
+    weak = decide_smollm2_transfer(claims()["smollm2_finetuned_transfer"], steer,
+                                   pd.DataFrame({"ft_pair_accuracy": [0.4, 0.5, 0.4]}))
+    assert weak.verdict == "inconclusive"

@@ -1,0 +1,512 @@
+"""The two arms of the replication and the pre-registered claims.
+
+- **tiny** (from scratch, CPU): a 4-layer Llama pre-trained on a synthetic encyclopedia (facts, context
+  copying, and cue-driven following or ignoring of a context), then LoRA-fine-tuned on CCS prompts with an
+  explicit intent. On it: pair accuracy, rank-1 DAS at every layer, steering the fine-tuned and the
+  pre-trained ("base") model with the DAS direction against a random direction, and the correlation of
+  pair accuracy with the subspace separation across fine-tuning checkpoints.
+- **smollm2** (pretrained SmolLM2-135M-Instruct on capitals): ``probe`` (CPU) is inference only: zero-shot
+  CCS pair accuracy and a difference-of-means direction at one layer of the *non-fine-tuned* model used as a
+  knob; ``finetune`` (the GPU ``full`` profile) adds LoRA fine-tuning, rank-1 DAS on the fine-tuned model
+  and steering the non-fine-tuned model with that direction (the paper's transfer claim).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+from shared.lm import tiny_llama
+from shared.metrics import Claim
+from shared.seeding import seed_everything
+from shared.training import TrainConfig, train
+
+from .knob import (LastTokenRunner, answer_loss, control_values, correctness, finetune_lora, interchange_accuracy,
+                   mean_difference_direction, random_direction, select_steering, separation, steered_pair_correct,
+                   steering_values, train_das)
+from .task import (CAPITALS, PromptSet, TinyWorld, das_source_index, encode_capital_queries, encode_capitals,
+                   first_answer_tokens, pair_accuracy, same_first_token, sample_counterfactuals, sample_pretrain, Items)
+
+# --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
+
+CLAIMS = {
+    "ccs_finetuning": dict(
+        statement="Fine-tuned on the CCS task (context + query + intent), a model answers correctly for both "
+                  "intents of an item (pair accuracy).",
+        criterion="Tiny testbed, held-out entities: pair accuracy of the fine-tuned model, mean over seeds "
+                  ">= 0.85 -> reproduced; <= 0.70 -> not_reproduced; otherwise inconclusive.",
+        paper_value="85-95% pair accuracy (Llama-3.1-8B, Mistral-v0.3-7B, Gemma-2-9B, QLoRA on CCS-BaseFakepedia)",
+    ),
+    "das_single_layer": dict(
+        statement="A rank-1 subspace at a single layer of the fine-tuned model encodes whether the model follows "
+                  "the context or its prior: interchanging its coordinate with a run of the opposite intent flips "
+                  "the answer (DAS).",
+        criterion="Tiny testbed: interchange-intervention accuracy (top token = the answer under the flipped intent) "
+                  "on held-out entities at the layer chosen on dev entities, mean over seeds >= 0.80 -> reproduced; "
+                  "<= 0.50 -> not_reproduced; otherwise inconclusive.",
+        paper_value="a 1-D subspace in one layer (Llama-3.1 L16, Mistral-v0.3 L16, Gemma-2 L27)",
+    ),
+    "steering_finetuned": dict(
+        statement="Setting the coordinate on that direction to a 'context' or a 'prior' value, with the intent "
+                  "instruction removed from the prompt, makes the fine-tuned model answer from the context or from "
+                  "its prior (a knob).",
+        criterion="Tiny testbed, held-out entities, prompts without instruction: steered pair accuracy (context value "
+                  "-> context answer AND prior value -> prior answer) of the DAS direction minus that of a random "
+                  "direction moved by the same amount (same layer; multiplier chosen on dev for each): reproduced if "
+                  "the DAS pair accuracy is >= 0.80 on average and the difference is >= 0.30 with a t-interval over "
+                  "seeds above 0; not_reproduced if the DAS pair accuracy is < 0.50 or the interval of the difference "
+                  "lies below 0.30; otherwise inconclusive.",
+        paper_value="steering with values prior=+6 / context=-6 (Llama-3.1 L16) controls the fine-tuned model",
+    ),
+    "steering_transfer_base": dict(
+        statement="The same direction (found in the fine-tuned model) is a knob in the model before fine-tuning.",
+        criterion="Tiny testbed: as steering_finetuned but applied to the pre-trained model that was never fine-tuned "
+                  "on CCS: difference of steered pair accuracy (DAS direction minus random) >= 0.30 on average with "
+                  "a t-interval over seeds above 0 -> reproduced; interval below 0.30 -> not_reproduced; otherwise "
+                  "inconclusive.",
+        paper_value="the same subspace steers the non-fine-tuned instruct and base models of the family",
+    ),
+    "separation_correlation": dict(
+        statement="A model's CCS performance correlates with how distinctly it separates the two intents in this "
+                  "subspace.",
+        criterion="Tiny testbed: across the pre-trained model and the fine-tuning checkpoints of a seed, Spearman "
+                  "correlation between held-out pair accuracy and the d' of use-context vs use-prior coordinates on "
+                  "the final DAS direction; mean over seeds >= 0.70 with a t-interval above 0 -> reproduced; mean "
+                  "<= 0.30 -> not_reproduced; otherwise inconclusive.",
+        paper_value="strong correlation between performance and separation in the subspace (across models)",
+    ),
+    "smollm2_instruct_knob": dict(
+        statement="A pretrained instruct model that was not fine-tuned on CCS already has a 1-D knob at one layer: "
+                  "the difference of means between use-context and use-prior prompts steers its answer.",
+        criterion="SmolLM2-135M-Instruct (no fine-tuning), held-out capitals, prompts without instruction: steered pair "
+                  "accuracy of the difference-of-means direction (layer and multiplier chosen on dev items) minus that of "
+                  "a random direction at the same layer moved by the same amount (multiplier chosen on dev): >= 0.30 on "
+                  "average with a t-interval over seeds above 0 -> reproduced; interval below 0.30 -> not_reproduced; "
+                  "otherwise inconclusive.",
+        paper_value="the subspace is an effective knob in non-fine-tuned instruct models (found there by DAS on the "
+                    "fine-tuned model; here by difference of means in the instruct model itself)",
+    ),
+    "smollm2_finetuned_transfer": dict(
+        statement="On a pretrained LM: the rank-1 DAS direction found in the CCS-fine-tuned model steers the same "
+                  "model before fine-tuning.",
+        criterion="SmolLM2-135M-Instruct, LoRA-fine-tuned (only in the GPU `full` profile): steered pair accuracy of the "
+                  "non-fine-tuned model with the fine-tuned model's DAS direction minus a random direction >= 0.30 on "
+                  "average with a t-interval over seeds above 0 -> reproduced; interval below 0.30 -> not_reproduced; "
+                  "otherwise (or when the fine-tuned pair accuracy is below 0.70, or the arm was not run) inconclusive.",
+        paper_value="the same subspace steers the non-fine-tuned instruct model (Llama-3.1, Mistral-v0.3, Gemma-2)",
+    ),
+}
+
+
+def make_claims() -> list[Claim]:
+    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
+
+
+LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]  # the authors' default --LORA_MODULES
+
+
+# --- shared pieces of both arms ----------------------------------------------------------------------------
+
+@dataclass
+class SteeringSpec:
+    multipliers: list[float]
+    seed: int  # for the random control direction
+
+
+@dataclass
+class DasSpec:
+    steps: int
+    lr: float
+    max_targets: int
+
+
+def split_indices(n: int, rng: np.random.Generator, fractions=(0.5, 0.25)) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A random train / dev / test split of ``range(n)`` (train and dev fractions; test gets the rest)."""
+    perm = rng.permutation(n)
+    a = int(round(fractions[0] * n))
+    b = a + int(round(fractions[1] * n))
+    if a < 1 or b - a < 1 or n - b < 1:
+        raise ValueError(f"cannot split {n} items into non-empty train/dev/test sets")
+    return np.sort(perm[:a]), np.sort(perm[a:b]), np.sort(perm[b:])
+
+
+def das_data(model, items: Items, prompts: PromptSet, rng: np.random.Generator, max_targets: int,
+             layers: list[int], batch_size: int, device: str, filter_correct: bool = True):
+    """Targets, sources and labels for DAS on ``prompts`` (both intents of ``items``): targets are prompts
+    whose item the model answers right under both intents (the authors' ``filter_confident_samples``), at
+    most ``max_targets``; each gets a source by the authors' pairing rule. Returns (target runner, target
+    prompts, source states (N, len(layers), d), labels (N,)) or None if fewer than 4 targets remain."""
+    runner = LastTokenRunner(model, prompts, batch_size, device)
+    states = runner.states(layers)
+    correct = correctness(runner.predictions(), prompts)
+    item, intent = prompts.item.numpy(), prompts.intent.numpy()
+    if filter_correct:
+        both = {i for i in np.unique(item) if correct[item == i].all()}
+        eligible = np.flatnonzero(np.isin(item, sorted(both)))  # prompt indices
+    else:
+        eligible = np.arange(len(item))
+    if eligible.size < 4:
+        return None
+    source = eligible[das_source_index(items, item[eligible], intent[eligible], rng)]  # prompt index per eligible
+    targets = eligible
+    if targets.size > max_targets:
+        pick = np.sort(rng.choice(targets.size, size=max_targets, replace=False))
+        targets, source = targets[pick], source[pick]
+    target_prompts = _take(prompts, targets)
+    return (LastTokenRunner(model, target_prompts, batch_size, device), target_prompts,
+            states[torch.from_numpy(source)], target_prompts.flipped_target())
+
+
+def _take(prompts: PromptSet, idx) -> PromptSet:
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    return PromptSet(prompts.ids[idx], prompts.mask[idx], prompts.ctx_token[idx], prompts.prior_token[idx],
+                     prompts.intent[idx], prompts.item[idx])
+
+
+def orient(u: torch.Tensor, coords: torch.Tensor, intent: torch.Tensor) -> torch.Tensor:
+    """Flip ``u`` so that use-context prompts have the larger mean coordinate."""
+    return -u if float(steering_values(coords, intent).half) < 0 else u
+
+
+def steering_rows(arm: str, model_name: str, runners: dict, prompts: dict, layer: int, u: torch.Tensor,
+                  values, control_u: torch.Tensor, control_vals, multipliers: list[float], seed: int) -> list[dict]:
+    """Steered pair accuracy on the test prompts for the direction and its random control, each with its
+    multiplier chosen on the dev prompts."""
+    rows = []
+    for direction, vec, vals in (("knob", u, values), ("random", control_u, control_vals)):
+        _, k, dev_acc = select_steering(runners["dev"], prompts["dev"], [(layer, vec, vals)], multipliers)
+        both, ok_ctx, ok_prior = steered_pair_correct(runners["test"], prompts["test"], layer, vec, vals, k)
+        rows.append({"arm": arm, "model": model_name, "direction": direction, "seed": seed, "layer": layer,
+                     "multiplier": k, "dev_pair_accuracy": dev_acc, "pair_accuracy": float(both.mean()),
+                     "context_accuracy": float(ok_ctx.mean()), "prior_accuracy": float(ok_prior.mean()),
+                     "n_items": int(len(both))})
+    return rows
+
+
+def steering_curve(arm: str, model_name: str, runner: LastTokenRunner, prompts: PromptSet, layer: int,
+                   u: torch.Tensor, values, direction: str, multipliers: list[float], seed: int) -> list[dict]:
+    """P(top token = context answer) and P(top = prior answer) as the steering value sweeps from the prior
+    side to the context side (value = mid + s * half, s in -max..max)."""
+    from .knob import steer_predictions
+
+    rows = []
+    top = max(multipliers)
+    for s in np.linspace(-top, top, 9):
+        pred = steer_predictions(runner, layer, u, values.mid + float(s) * values.half)
+        rows.append({"arm": arm, "model": model_name, "direction": direction, "seed": seed, "scale": float(s),
+                     "context_answer_rate": float((pred == prompts.ctx_token).float().mean()),
+                     "prior_answer_rate": float((pred == prompts.prior_token).float().mean())})
+    return rows
+
+
+# --- the tiny arm ------------------------------------------------------------------------------------------
+
+@dataclass
+class TinySpec:
+    n_entities: int
+    n_novel: int
+    n_values: int
+    d_model: int
+    n_layers: int
+    n_heads: int
+    pretrain_steps: int
+    pretrain_batch: int
+    pretrain_lr: float
+    ft_steps: int
+    ft_pairs: int
+    ft_lr: float
+    lora_r: int
+    lora_alpha: float
+    ft_checkpoints: int
+    items_per_entity: int
+    das: DasSpec
+    multipliers: list[float]
+    batch_size: int = 256
+
+
+def pretrain_tiny(world: TinyWorld, spec: TinySpec, seed: int, device: str, progress: bool):
+    """The 'base' model: a tiny Llama trained on the pre-training mixture (no intent instructions)."""
+    seed_everything(seed)
+    model = tiny_llama(world.vocab_size, 16, d_model=spec.d_model, n_layers=spec.n_layers, n_heads=spec.n_heads,
+                       pad_token_id=0)
+    rng = np.random.default_rng(10_000 + seed)
+
+    def batch_fn(step):
+        seq, target, _ = sample_pretrain(world, spec.pretrain_batch, rng)
+        ids = torch.from_numpy(seq).to(device)
+        return ids, torch.ones_like(ids), torch.from_numpy(target).to(device)
+
+    cfg = TrainConfig(steps=spec.pretrain_steps, lr=spec.pretrain_lr, warmup_steps=min(50, spec.pretrain_steps // 10),
+                      log_every=max(1, spec.pretrain_steps // 20), desc=f"pre-train s{seed}", progress=progress)
+    history = train(model, cfg, batch_fn, answer_loss, device)
+    return model.eval(), history
+
+
+def pretrain_accuracy(model, world: TinyWorld, n: int, seed: int, device: str) -> dict[str, float]:
+    """Accuracy of the pre-trained model on each part of the pre-training mixture (fresh samples)."""
+    from .knob import last_token_logits
+    from .task import PRETRAIN_MIXTURE
+
+    seq, target, kind = sample_pretrain(world, n, np.random.default_rng(20_000 + seed))
+    ids = torch.from_numpy(seq).to(device)
+    with torch.no_grad():
+        pred = last_token_logits(model, ids, torch.ones_like(ids)).argmax(-1).cpu().numpy()
+    return {name: float((pred[kind == k] == target[kind == k]).mean()) for k, name in enumerate(PRETRAIN_MIXTURE)}
+
+
+def run_tiny_seed(spec: TinySpec, seed: int, device: str, progress: bool = False) -> dict:
+    """One seed of the tiny arm; returns tables (lists of dicts) for the notebook."""
+    world = TinyWorld.make(spec.n_entities, spec.n_novel, spec.n_values, seed)
+    rng = np.random.default_rng(seed)
+    train_e, dev_e, test_e = split_indices(spec.n_entities, rng)
+    base, pre_hist = pretrain_tiny(world, spec, seed, device, progress)
+    layers = list(range(spec.n_layers))
+    bs = spec.batch_size
+
+    # held-out evaluation sets: prompts with intents (pair accuracy, DAS) and without (steering)
+    items = {"dev": world.items(dev_e, spec.items_per_entity, rng), "test": world.items(test_e, spec.items_per_entity, rng)}
+    with_intent = {s: world.encode(it) for s, it in items.items()}
+    no_intent = {s: world.encode(it, with_intent=False) for s, it in items.items()}
+
+    # fine-tuning on CCS prompts of the training entities, with checkpoints evaluated on the test set
+    ft_rng = np.random.default_rng(30_000 + seed)
+
+    def ft_batch(step):
+        ent = ft_rng.choice(train_e, size=spec.ft_pairs)
+        prior = world.facts[ent]
+        ctx = (prior + ft_rng.integers(1, spec.n_values, size=len(ent))) % spec.n_values
+        p = world.encode(Items(ent, prior, ctx), rng=ft_rng)
+        return p.ids.to(device), p.mask.to(device), p.target().to(device)
+
+    checkpoints = []  # (step, pair accuracy on test, test states (N, layers, d))
+
+    def snapshot(model, step):
+        runner = LastTokenRunner(model, with_intent["test"], bs, device)
+        acc = pair_accuracy(correctness(runner.predictions(), with_intent["test"]),
+                            with_intent["test"].intent.numpy(), with_intent["test"].item.numpy())
+        checkpoints.append((step, acc, runner.states(layers)))
+        return acc
+
+    snapshot(base, 0)
+    every = max(1, spec.ft_steps // spec.ft_checkpoints)
+    counter = {"step": 0}
+
+    def eval_fn(model):
+        counter["step"] += every
+        return {"test_pair_accuracy": snapshot(model, min(counter["step"], spec.ft_steps))}
+
+    seed_everything(seed)
+    ft, ft_hist = finetune_lora(copy.deepcopy(base), ft_batch, spec.ft_steps, spec.ft_lr, spec.lora_r, spec.lora_alpha,
+                                LORA_MODULES, device, progress=progress, eval_fn=eval_fn, eval_every=every,
+                                desc=f"CCS fine-tune s{seed}")
+    if checkpoints[-1][0] != spec.ft_steps:  # the last step is always evaluated by train(); keep it labelled
+        checkpoints[-1] = (spec.ft_steps, checkpoints[-1][1], checkpoints[-1][2])
+    ft_pair = checkpoints[-1][1]
+
+    # DAS at every layer of the fine-tuned model (targets from training entities), IIA on dev and test
+    train_items = world.items(train_e, spec.items_per_entity, rng)
+    das_train = das_data(ft, train_items, world.encode(train_items), rng, spec.das.max_targets, layers, bs, device)
+    das_eval = {s: das_data(ft, items[s], with_intent[s], rng, 10**9, layers, bs, device) for s in ("dev", "test")}
+    das_rows, directions = [], {}
+    if das_train is not None:
+        t_runner, t_prompts, t_src, t_labels = das_train
+        for layer in layers:
+            u, _ = train_das(t_runner, layer, t_src[:, layer], t_labels, spec.das.steps, spec.das.lr,
+                             seed=40_000 + seed * 100 + layer, device=device)
+            directions[layer] = u
+            row = {"arm": "tiny", "seed": seed, "layer": layer,
+                   "train_iia": interchange_accuracy(t_runner, layer, u, t_src[:, layer], t_labels)}
+            for s, d in das_eval.items():
+                row[f"{s}_iia"] = (interchange_accuracy(d[0], layer, u, d[2][:, layer], d[3]) if d is not None
+                                   else float("nan"))
+            das_rows.append(row)
+    out = {"pretrain": [{"seed": seed, **pretrain_accuracy(base, world, 4000, seed, device)}],
+           "curves": [dict(r, seed=seed, phase="pre-train") for r in pre_hist.records]
+           + [dict(r, seed=seed, phase="fine-tune") for r in ft_hist.records],
+           "das": das_rows, "steering": [], "sweep": [], "checkpoints": [], "summary": {}}
+    base_pair = checkpoints[0][1]
+    out["summary"] = {"seed": seed, "ft_pair_accuracy": ft_pair, "base_pair_accuracy": base_pair}
+    if not das_rows:
+        return out
+
+    das_df = pd.DataFrame(das_rows)
+    best = int(das_df.sort_values(["dev_iia", "layer"], ascending=[False, True]).iloc[0]["layer"])
+    train_runner = LastTokenRunner(ft, world.encode(train_items), bs, device)
+    train_prompts = world.encode(train_items)
+    train_states = train_runner.states([best])[:, 0]
+    u = orient(directions[best], train_states @ directions[best], train_prompts.intent)
+    values = steering_values(train_states @ u, train_prompts.intent)
+    r = random_direction(spec.d_model, 50_000 + seed)
+    r_values = control_values(train_states @ r, values)
+    dom = mean_difference_direction(train_states, train_prompts.intent)
+
+    for name, model in (("fine-tuned", ft), ("base", base)):
+        runners = {s: LastTokenRunner(model, no_intent[s], bs, device) for s in ("dev", "test")}
+        out["steering"] += steering_rows("tiny", name, runners, no_intent, best, u, values, r, r_values,
+                                         spec.multipliers, seed)
+        out["sweep"] += steering_curve("tiny", name, runners["test"], no_intent["test"], best, u, values, "knob",
+                                       spec.multipliers, seed)
+        out["sweep"] += steering_curve("tiny", name, runners["test"], no_intent["test"], best, r, r_values, "random",
+                                       spec.multipliers, seed)
+        if name == "fine-tuned":
+            dom_values = steering_values(train_states @ dom, train_prompts.intent)
+            rows = steering_rows("tiny", name, runners, no_intent, best, dom, dom_values, r, r_values,
+                                 spec.multipliers, seed)
+            out["steering"].append(dict(rows[0], direction="difference of means"))
+
+    intent = with_intent["test"].intent
+    for step, acc, states in checkpoints:
+        out["checkpoints"].append({"seed": seed, "ft_step": step, "pair_accuracy": acc,
+                                   "separation": separation(states[:, best] @ u, intent)})
+    out["summary"].update({"best_layer": best, "test_iia": float(das_df.set_index("layer").loc[best, "test_iia"]),
+                           "dev_iia": float(das_df.set_index("layer").loc[best, "dev_iia"]),
+                           "das_dom_cosine": float(torch.dot(u, dom)), "das_targets": len(das_train[1]),
+                           "steer_context_value": values.context_value(1.0), "steer_prior_value": values.prior_value(1.0)})
+    return out
+
+
+# --- the SmolLM2 arm ---------------------------------------------------------------------------------------
+
+@dataclass
+class LMSpec:
+    mode: str  # "probe" | "finetune"
+    n_items: int
+    layers: list[int]
+    multipliers: list[float]
+    batch_size: int
+    ft_steps: int = 0
+    ft_pairs: int = 8
+    ft_lr: float = 2e-4
+    lora_r: int = 64
+    lora_alpha: float = 16
+    das: DasSpec = field(default_factory=lambda: DasSpec(steps=100, lr=1e-2, max_targets=128))
+
+
+def known_capitals(model, tokenizer, batch_size: int, device: str, n_candidates: int = len(CAPITALS)) -> np.ndarray:
+    """Indices (among the first ``n_candidates`` countries) whose capital is the model's top next token after
+    the context-free query (the paper keeps only facts the model knows)."""
+    from .knob import last_token_logits
+
+    countries = list(range(min(n_candidates, len(CAPITALS))))
+    ids, mask = encode_capital_queries(tokenizer, countries)
+    answers = first_answer_tokens(tokenizer, [CAPITALS[c][1] for c in countries])
+    pred = []
+    with torch.no_grad():
+        for s in range(0, len(countries), batch_size):
+            m = mask[s:s + batch_size]
+            w = int(m.sum(-1).max())
+            pred.append(last_token_logits(model, ids[s:s + batch_size, -w:].to(device), m[:, -w:].to(device)).argmax(-1).cpu())
+    return np.flatnonzero(torch.cat(pred).numpy() == answers)
+
+
+def capital_items(known: np.ndarray, n_items: int, rng: np.random.Generator, forbidden: np.ndarray) -> Items:
+    subj = np.sort(rng.choice(known, size=min(n_items, len(known)), replace=False))
+    ctx = sample_counterfactuals(subj, len(CAPITALS), rng, forbidden)
+    return Items(subj, subj.copy(), ctx)
+
+
+def run_smollm2_seed(model, tokenizer, known: np.ndarray, spec: LMSpec, seed: int, device: str,
+                     progress: bool = False) -> dict:
+    """One seed of the SmolLM2 arm (a seed draws the items, their counterfactual contexts and the split)."""
+    rng = np.random.default_rng(seed)
+    items = capital_items(known, spec.n_items, rng, same_first_token(tokenizer))
+    tr, dv, te = split_indices(len(items), rng)
+    split = {"train": items.take(tr), "dev": items.take(dv), "test": items.take(te)}
+    bs = spec.batch_size
+    with_intent = {s: encode_capitals(tokenizer, it) for s, it in split.items()}
+    no_intent = {s: encode_capitals(tokenizer, split[s], with_intent=False) for s in ("dev", "test")}
+
+    # the non-fine-tuned instruct model: zero-shot pair accuracy (training items) and the states for the direction
+    train_runner = LastTokenRunner(model, with_intent["train"], bs, device)
+    pred = train_runner.predictions()
+    p = with_intent["train"]
+    zero_shot = pair_accuracy(correctness(pred, p), p.intent.numpy(), p.item.numpy())
+    states = train_runner.states(spec.layers)  # (N, layers, d)
+    runners = {s: LastTokenRunner(model, no_intent[s], bs, device) for s in ("dev", "test")}
+    base_pred = runners["test"].predictions()
+    out = {"summary": {"seed": seed, "zero_shot_pair_accuracy": zero_shot, "n_items": len(items),
+                       "unsteered_context_rate": float((base_pred == no_intent["test"].ctx_token).float().mean()),
+                       "unsteered_prior_rate": float((base_pred == no_intent["test"].prior_token).float().mean())},
+           "steering": [], "sweep": [], "das": [], "layer_scan": []}
+
+    candidates = []
+    for j, layer in enumerate(spec.layers):
+        u = mean_difference_direction(states[:, j], p.intent)
+        candidates.append((layer, u, steering_values(states[:, j] @ u, p.intent)))
+    for layer, u, vals in candidates:  # dev steered pair accuracy of every layer (best multiplier): the layer scan
+        _, k, acc = select_steering(runners["dev"], no_intent["dev"], [(layer, u, vals)], spec.multipliers)
+        out["layer_scan"].append({"arm": "smollm2", "seed": seed, "layer": layer, "multiplier": k, "dev_pair_accuracy": acc})
+    scan = pd.DataFrame(out["layer_scan"])
+    best_j = int(scan.sort_values(["dev_pair_accuracy", "layer"], ascending=[False, True]).index[0])
+    layer, u, vals = candidates[best_j]
+    j = spec.layers.index(layer)
+    r = random_direction(states.shape[-1], 50_000 + seed)
+    r_vals = control_values(states[:, j] @ r, vals)
+    out["steering"] += steering_rows("smollm2", "instruct", runners, no_intent, layer, u, vals, r, r_vals,
+                                     spec.multipliers, seed)
+    out["sweep"] += steering_curve("smollm2", "instruct", runners["test"], no_intent["test"], layer, u, vals, "knob",
+                                   spec.multipliers, seed)
+    out["sweep"] += steering_curve("smollm2", "instruct", runners["test"], no_intent["test"], layer, r, r_vals, "random",
+                                   spec.multipliers, seed)
+    out["summary"]["dom_layer"] = layer
+
+    if spec.mode == "finetune":
+        out.update(_smollm2_finetune(model, tokenizer, split, with_intent, no_intent, runners, spec, seed, device,
+                                     progress, rng))
+        out["summary"].update(out.pop("ft_summary"))
+    return out
+
+
+def _smollm2_finetune(model, tokenizer, split, with_intent, no_intent, base_runners, spec: LMSpec, seed: int,
+                      device: str, progress: bool, rng: np.random.Generator) -> dict:
+    """LoRA fine-tuning on CCS capitals, rank-1 DAS at each layer of the fine-tuned model, and steering the
+    non-fine-tuned model with the direction (the paper's transfer experiment)."""
+    forbidden = same_first_token(tokenizer)
+    ft_rng = np.random.default_rng(30_000 + seed)
+    train_subj = split["train"].subject
+
+    def ft_batch(step):
+        subj = ft_rng.choice(train_subj, size=spec.ft_pairs)
+        ctx = sample_counterfactuals(subj, len(CAPITALS), ft_rng, forbidden)
+        p = encode_capitals(tokenizer, Items(subj, subj.copy(), ctx))
+        return p.ids.to(device), p.mask.to(device), p.target().to(device)
+
+    seed_everything(seed)
+    ft, _ = finetune_lora(copy.deepcopy(model).float(), ft_batch, spec.ft_steps, spec.ft_lr, spec.lora_r,
+                          spec.lora_alpha, LORA_MODULES, device, progress=progress, desc=f"SmolLM2 LoRA s{seed}")
+    ft = ft.to(next(model.parameters()).dtype)
+    t = with_intent["test"]
+    ft_pair = pair_accuracy(correctness(LastTokenRunner(ft, t, spec.batch_size, device).predictions(), t),
+                            t.intent.numpy(), t.item.numpy())
+    das_train = das_data(ft, split["train"], with_intent["train"], rng, spec.das.max_targets, spec.layers,
+                         spec.batch_size, device)
+    das_dev = das_data(ft, split["dev"], with_intent["dev"], rng, 10**9, spec.layers, spec.batch_size, device)
+    result = {"ft_summary": {"ft_pair_accuracy": ft_pair}}
+    if das_train is None or das_dev is None:
+        return result
+    t_runner, t_prompts, t_src, t_labels = das_train
+    das_rows, dirs = [], {}
+    for j, layer in enumerate(spec.layers):
+        u, _ = train_das(t_runner, layer, t_src[:, j], t_labels, spec.das.steps, spec.das.lr,
+                         seed=40_000 + seed * 100 + layer, device=device, progress=progress)
+        dirs[layer] = u
+        das_rows.append({"arm": "smollm2", "seed": seed, "layer": layer,
+                         "dev_iia": interchange_accuracy(das_dev[0], layer, u, das_dev[2][:, j], das_dev[3])})
+    best = int(pd.DataFrame(das_rows).sort_values(["dev_iia", "layer"], ascending=[False, True]).iloc[0]["layer"])
+    states = LastTokenRunner(ft, with_intent["train"], spec.batch_size, device).states([best])[:, 0]
+    intent = with_intent["train"].intent
+    u = orient(dirs[best], states @ dirs[best], intent)
+    vals = steering_values(states @ u, intent)
+    r = random_direction(states.shape[-1], 60_000 + seed)
+    r_vals = control_values(states @ r, vals)
+    steering = steering_rows("smollm2", "instruct (DAS from fine-tuned)", base_runners, no_intent, best, u, vals, r,
+                             r_vals, spec.multipliers, seed)
+    ft_runners = {s: LastTokenRunner(ft, no_intent[s], spec.batch_size, device) for s in ("dev", "test")}
+    steering += steering_rows("smollm2", "fine-tuned", ft_runners, no_intent, best, u, vals, r, r_vals,
+                              spec.multipliers, seed)
+    result["ft_summary"].update({"das_layer": best})
+    return {**result, "das": das_rows, "steering_ft": steering}
