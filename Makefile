@@ -1,5 +1,6 @@
 # make repro   set up .venv if needed, run the pipeline (dvc repro), print every paper's verdicts
-# make test    the whole test suite (what CI runs)
+# make data    fetch and verify every dataset and model the papers read (data-fetch stages; see docs/data.md)
+# make test    the whole test suite (what CI runs; fetches the data first)
 # make lab     JupyterLab on the repository
 VENV ?= .venv
 PYTHON ?= python3
@@ -13,7 +14,7 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 
-.PHONY: setup repro test test-fast lab report clean-venv
+.PHONY: setup data repro test test-fast lab report clean-venv
 
 setup: $(STAMP)
 
@@ -27,7 +28,11 @@ repro: setup
 	$(BIN)/dvc repro
 	@$(BIN)/papers summary
 
-test: setup
+# The smoke tests execute every notebook, so the data stages must have run (about 30 s from the mirror).
+data: setup
+	$(BIN)/dvc repro --glob 'data_*'
+
+test: setup data
 	$(BIN)/python -m pytest
 
 test-fast: setup
