@@ -1,10 +1,381 @@
-"""papers.r_tuning: TODO(papers new): test the generators, losses and metrics against hand-computed cases."""
+"""papers.r_tuning: fact extraction and splits, R-Tuning data and metrics, the cached top-block LoRA, the
+synthetic world, and the verdict rules on synthetic tables. Tiny random models only."""
 
+import math
+
+import numpy as np
+import pandas as pd
 import pytest
+import torch
+import torch.nn.functional as F
 
-from papers.r_tuning.method import sample_mean
+from papers.r_tuning import analysis as A
+from papers.r_tuning import facts as Fa
+from papers.r_tuning import lm_arm as L
+from papers.r_tuning import refusal as R
+from papers.r_tuning import synthetic as S
+from shared.lm import tiny_llama
+
+# --- facts ------------------------------------------------------------------------------------------------
 
 
-def test_sample_mean_is_deterministic_and_close():
-    assert sample_mean(0.5, 10_000, seed=1) == sample_mean(0.5, 10_000, seed=1)
-    assert sample_mean(0.5, 10_000, seed=1) == pytest.approx(0.5, abs=0.05)
+@pytest.mark.parametrize("question,family", [
+    ("What is Danielle Darrieux's mother tongue?", "language"),
+    ("What continent is the George V Coast on?", "continent"),
+    ("What position does Pantelis Kafes play?", "sport_position"),
+    ("What network did The Loner air on?", "tv_network"),
+    ("Who developed the Ferrari F40?", "manufacturer"),
+    ("Where did Pillsbury die?", "death_place"),
+    ("Where is Majorette headquartered?", "headquarters"),
+    ("Where is the Autonomous University of Madrid located?", "location"),
+    ("Baghdad International Airport is named after who?", "other"),
+])
+def test_question_family(question, family):
+    assert Fa.question_family(question) == family
+
+
+def test_record_family_majority_and_tie_order():
+    qs = ["What language does X speak?", "What language did Y speak?", "What country is Z a citizen of?"]
+    assert Fa.record_family(qs) == "language"
+    # one vote each: the family listed first in the rules wins (continent before location)
+    assert Fa.record_family(["What continent is A on?", "Where is B located?"]) == "continent"
+    assert Fa.record_family([]) == "other"
+
+
+def _record(rid, edit_q, edit_a, neigh_q, neigh_a):
+    return {"id": rid, "edit_scope": [[q, "WRONG"] for q in edit_q], "edit_scope_true_ans": edit_a,
+            "unrelated": {"neighbor_subj": neigh_q, "same_subj": ["ignored"]},
+            "unrelated_true_ans": {"neighbor_subj": neigh_a, "same_subj": ["x", "y"]}}
+
+
+def test_record_facts_uses_true_answers_only():
+    rec = _record(7, ["What language does A speak?"], ["French"], ["What language does B speak?"], ["French"])
+    facts = Fa.record_facts(rec)
+    assert [(f.question, f.answer, f.kind, f.record, f.family) for f in facts] == [
+        ("What language does A speak?", "French", "edit_scope", 7, "language"),
+        ("What language does B speak?", "French", "neighbor", 7, "language")]
+    bad = _record(8, ["q1?", "q2?"], ["a"], [], [])
+    with pytest.raises(ValueError, match="not aligned"):
+        Fa.record_facts(bad)
+
+
+def test_split_families_alternates_by_size():
+    sizes = [("a", 9), ("b", 7), ("c", 5), ("d", 3), ("e", 1)]
+    assert Fa.split_families(sizes) == (["a", "c", "e"], ["b", "d"])
+
+
+def _toy_records():
+    recs, rid = [], 0
+    for fam_q, n in (("What language does S{} speak?", 12), ("Where did S{} die?", 8), ("What sport does S{} play?", 6)):
+        for _ in range(n):
+            qs = [fam_q.format(f"{rid}_{j}") for j in range(4)]
+            recs.append(_record(rid, qs[:1], [f"obj{rid}"], qs[1:], [f"obj{rid}"] * 3))
+            rid += 1
+    return recs
+
+
+def test_make_split_is_disjoint_by_record_and_deterministic():
+    recs = _toy_records()
+    assert Fa.families_by_size(recs) == [("language", 12), ("death_place", 8), ("sport", 6)]
+    sp = Fa.make_split(recs, n_train=9, n_test_id=4, n_test_ood=3, train_per_record=2, seed=3)
+    assert (len(sp.train), len(sp.test_id), len(sp.test_ood)) == (9, 4, 3)
+    assert sp.id_families == ["language", "sport"] and sp.ood_families == ["death_place"]
+    train_records = {f.record for f in sp.train}
+    assert not train_records & {f.record for f in sp.test_id}
+    assert all(f.family in sp.id_families for f in sp.train + sp.test_id)
+    assert all(f.family == "death_place" for f in sp.test_ood)
+    assert len({f.record for f in sp.test_id}) == 4  # one question per test record
+    again = Fa.make_split(recs, 9, 4, 3, 2, seed=3)
+    assert [f.question for f in again.train + again.test_id] == [f.question for f in sp.train + sp.test_id]
+    with pytest.raises(ValueError, match="out-of-domain records"):
+        Fa.make_split(recs, 9, 4, 9, 2, seed=3)
+
+
+# --- R-Tuning data and metrics ----------------------------------------------------------------------------
+
+def test_training_texts_match_the_authors_format():
+    assert R.vanilla_text("Where is X?", "Paris") == "Question: Where is X? Answer: Paris."
+    assert R.r_tuning_text("Where is X?", "Paris", False) == (
+        "Question: Where is X? Answer: Paris. Are you sure you accurately answered the question based on "
+        "your internal knowledge? I am unsure.")
+    assert R.r_tuning_text("Where is X?", "Paris", True).endswith("I am sure.")
+    assert R.CERTAINTY_SUFFIX == ". Are you sure you accurately answered the question based on your internal knowledge? I am"
+
+
+def test_answer_matching_cuts_at_the_first_period_and_ignores_case():
+    assert R.cut_answer(" Basketball. He plays") == "Basketball"
+    assert R.answer_matches("basketball", " Basketball.")
+    assert R.answer_matches("French", "\nFrench")
+    assert not R.answer_matches("Paris", "London. Paris")
+    assert not R.answer_matches("", "anything")
+    np.testing.assert_array_equal(R.label_certain(["a", "b"], ["a b", "c"]), [True, False])
+
+
+def test_confidence_and_certainty_formulas():
+    assert R.geometric_mean_confidence([math.log(0.5), math.log(0.125)]) == pytest.approx(0.25)
+    assert R.geometric_mean_confidence([]) == 0.0
+    assert R.certainty(math.log(0.3), math.log(0.1)) == pytest.approx(0.75)
+    conf, ps = np.array([0.2, 0.8]), np.array([1.0, 0.0])
+    np.testing.assert_allclose(R.ranking_score("vanilla", conf, None), conf)
+    np.testing.assert_allclose(R.ranking_score("r_tuning", conf, ps), [0.6, 0.4])
+    with pytest.raises(ValueError):
+        R.ranking_score("r_tuning", conf, None)
+
+
+def test_average_precision_hand_computed():
+    # ranking by score: 1 (pos), 0 (neg), 1 (pos): precision at the positives 1 and 2/3 -> AP = (1 + 2/3) / 2
+    assert R.average_precision([True, False, True], [0.9, 0.5, 0.1]) == pytest.approx(5 / 6)
+    assert math.isnan(R.average_precision([False, False], [0.1, 0.2]))
+    acc, n = R.answered_accuracy([True, False, True, False], [0.9, 0.8, 0.2, 0.6])
+    assert (acc, n) == (pytest.approx(1 / 3), 3)
+
+
+def test_fast_average_precision_matches_sklearn_with_ties():
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        y = rng.random(40) < 0.3
+        s = np.round(rng.random(40), 1)  # many ties
+        if y.any():
+            assert A.average_precision_fast(y, s) == pytest.approx(average_precision_score(y, s))
+
+
+# --- the LM arm machinery on a tiny random Llama -----------------------------------------------------------
+
+class CharTokenizer:
+    """One token per character (letters, space, '.', '?', ':') plus pad (0); enough for score/generate tests."""
+
+    chars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ .?:"
+    pad_token_id = 0
+    all_special_ids = [0]
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.chars.index(c) + 1 for c in text]}
+
+    def get_vocab(self):
+        return {c: i + 1 for i, c in enumerate(self.chars)} | {"<pad>": 0}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.chars[i - 1] for i in ids if i != 0)
+
+
+def _tiny(vocab=40, layers=4):
+    torch.manual_seed(0)
+    return tiny_llama(vocab, 256, d_model=32, n_layers=layers, n_heads=4).eval()
+
+
+def test_top_model_on_cached_inputs_equals_the_full_model():
+    model = _tiny()
+    seqs = [[3, 4, 5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15]]
+    hidden = L.cache_block_inputs(model, seqs, first_tuned=2, pad_id=0, batch_size=2, device="cpu")
+    assert [h.shape for h in hidden] == [(6, 32), (3, 32), (4, 32)]
+    top = L.build_top_model(model, 2)
+    assert top.model.layers[0] is model.model.layers[2]  # shared, not copied
+    batch = L.collate(hidden, seqs, [1, 1, 1], "cpu")
+    pos = torch.arange(batch.ids.shape[1]).expand_as(batch.ids)
+    with torch.no_grad():
+        top_logits = top(inputs_embeds=batch.hidden, attention_mask=batch.mask, position_ids=pos).logits
+        for r, s in enumerate(seqs):
+            full = model(input_ids=torch.tensor([s])).logits[0]
+            torch.testing.assert_close(top_logits[r, :len(s)], full, atol=1e-5, rtol=1e-5)
+
+
+def test_response_loss_is_cross_entropy_of_the_response_tokens_only():
+    model = _tiny()
+    seqs = [[3, 4, 5, 6, 7], [8, 9, 10]]
+    starts = [3, 1]
+    hidden = L.cache_block_inputs(model, seqs, 2, 0, 4, "cpu")
+    top = L.build_top_model(model, 2)
+    with torch.no_grad():
+        loss = L.response_loss(top, L.collate(hidden, seqs, starts, "cpu"))
+        terms = []
+        for s, st in zip(seqs, starts):
+            lp = F.log_softmax(model(input_ids=torch.tensor([s])).logits[0], -1)
+            terms += [-lp[t - 1, s[t]] for t in range(st, len(s))]
+    assert float(loss) == pytest.approx(float(torch.stack(terms).mean()), rel=1e-5)
+    with pytest.raises(ValueError, match="response start"):
+        L.collate(hidden, seqs, [5, 1], "cpu")
+
+
+def test_train_top_lora_changes_only_the_top_blocks():
+    model = _tiny()
+    seqs = [[3, 4, 5, 6, 7, 8], [9, 10, 11, 12], [12, 13, 14, 15]]
+    hidden = L.cache_block_inputs(model, seqs, 2, 0, 4, "cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hist = L.train_top_lora(model, hidden, seqs, [2, 2, 2], L.LoraSpec(n_top=2, r=4, alpha=8, lr=1e-2, epochs=4,
+                            batch_size=2), seed=0, device="cpu", desc="t", progress=False)
+    assert len(hist.records) == 6 and hist.records[-1]["loss"] < hist.records[0]["loss"]
+    after = model.state_dict()
+    assert set(after) == set(before)  # adapters merged away
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("model.layers.2.", "model.layers.3.")) for k in changed)
+    assert not any("norm" in k for k in changed)
+
+
+def test_score_answers_matches_a_direct_computation():
+    tok = CharTokenizer()
+    model = _tiny(vocab=len(tok.chars) + 1)
+    # certainty tokens must be single tokens; the char tokenizer makes " sure" 5 tokens, so patch them
+    prompts = ["q: ab?", "q: c?"]
+    answers = [[5, 6], []]
+    old = (R.SURE, R.UNSURE)
+    L.SURE, L.UNSURE = "s", "u"
+    try:
+        conf, p_sure = L.score_answers(model, tok, prompts, answers, True, batch_size=2, device="cpu")
+    finally:
+        L.SURE, L.UNSURE = old
+    suffix = tok(R.CERTAINTY_SUFFIX)["input_ids"]
+    s_id, u_id = tok("s")["input_ids"][0], tok("u")["input_ids"][0]
+    for i, (p, a) in enumerate(zip(prompts, answers)):
+        ids = tok(p)["input_ids"] + a + suffix
+        with torch.no_grad():
+            lp = F.log_softmax(model(input_ids=torch.tensor([ids])).logits[0], -1)
+        P = len(tok(p)["input_ids"])
+        expected = math.exp(np.mean([float(lp[P - 1 + j, t]) for j, t in enumerate(a)])) if a else 0.0
+        assert conf[i] == pytest.approx(expected, rel=1e-4)
+        ps, pu = float(lp[-1, s_id].exp()), float(lp[-1, u_id].exp())
+        assert p_sure[i] == pytest.approx(ps / (ps + pu), rel=1e-4)
+    conf_v, none = L.score_answers(model, tok, prompts, answers, False, 2, "cpu")
+    assert none is None and conf_v == pytest.approx(conf, rel=1e-4)
+
+
+def test_generate_answers_stops_before_a_period_token():
+    tok = CharTokenizer()
+    assert L.stop_ids(tok) == sorted([0, tok(".")["input_ids"][0]])
+    model = _tiny(vocab=len(tok.chars) + 1)
+    ids, texts = L.generate_answers(model, tok, ["q: ab?", "q: cde?"], 6, 2, "cpu")
+    dot = tok(".")["input_ids"][0]
+    assert all(dot not in row and len(row) <= 6 for row in ids)
+    assert texts == [tok.decode(r).strip() for r in ids]
+
+
+# --- the synthetic world -----------------------------------------------------------------------------------
+
+SMALL = S.WorldSpec(n_subjects=12, n_relations=4, n_id_relations=2, n_objects=5, n_train_subjects=8)
+
+
+def test_world_is_deterministic_and_consistent():
+    w1, w2 = S.make_world(SMALL, 3), S.make_world(SMALL, 3)
+    assert np.array_equal(w1.obj, w2.obj) and np.array_equal(w1.known, w2.known)
+    assert w1.obj.shape == (12, 4) and w1.obj.min() >= 0 and w1.obj.max() < 5
+    assert np.all((w1.weight > 0) == w1.known) and w1.weight[w1.known].min() >= 1.0
+    assert sorted(np.r_[w1.train_subjects, w1.test_subjects].tolist()) == list(range(12))
+    np.testing.assert_allclose(S.zipf_prior(3, 1.0), np.array([1, 1 / 2, 1 / 3]) / (11 / 6))
+    with pytest.raises(ValueError):
+        S.make_world(S.WorldSpec(n_relations=3, n_id_relations=3), 0)
+
+
+def test_token_layout_hand_checked():
+    spec = SMALL  # specials 0-6, relations 7-10, subjects 11-22, objects 23-42 (5 per relation)
+    assert spec.vocab_size == 7 + 4 + 12 + 20
+    np.testing.assert_array_equal(S.qa_tokens(spec, [2], [1]), [[S.Q, 13, 8, S.A]])
+    np.testing.assert_array_equal(S.qa_tokens(spec, [2], [1], [3]), [[S.Q, 13, 8, S.A, 23 + 5 + 3, S.DOT]])
+    rt = S.r_tuning_tokens(spec, [2, 0], [1, 0], [3, 0], [True, False])
+    np.testing.assert_array_equal(rt[:, 6:], [[S.CHECK, S.SURE], [S.CHECK, S.UNSURE]])
+
+
+def test_tuning_and_test_facts_do_not_overlap():
+    w = S.make_world(SMALL, 0)
+    s_tr, r_tr = S.tuning_facts(w)
+    assert len(s_tr) == 8 * 2 and set(r_tr) == {0, 1}
+    s_id, r_id = S.test_facts(w, "id")
+    s_ood, r_ood = S.test_facts(w, "ood")
+    assert not set(s_tr) & set(s_id) and set(r_ood) == {2, 3} and len(s_ood) == 4 * 2
+
+
+def test_synthetic_response_loss_and_certainty():
+    model = S.tiny_gpt2(SMALL.vocab_size, 8, d_model=16, n_layers=1, n_heads=2).eval()
+    tokens = torch.as_tensor(S.r_tuning_tokens(SMALL, [0, 1], [0, 1], [1, 2], [True, False]))
+    with torch.no_grad():
+        lp = F.log_softmax(model(input_ids=tokens).logits, -1)
+        manual = -torch.stack([lp[b, t - 1, tokens[b, t]] for b in range(2) for t in range(4, 8)]).mean()
+        assert float(S.response_loss(model, tokens)) == pytest.approx(float(manual), rel=1e-5)
+    k, conf = S.answer(model, SMALL, np.array([0, 1]), np.array([0, 1]), "cpu")
+    assert k.shape == (2,) and np.all((conf > 0) & (conf <= 1))
+    ps = S.certainty(model, SMALL, np.array([0, 1]), np.array([0, 1]), k, "cpu")
+    assert np.all((ps > 0) & (ps < 1))
+
+
+def test_run_seed_table_has_both_methods_and_splits():
+    tiny = S.TinySpec(d_model=16, n_layers=1, n_heads=2, pretrain_steps=3, pretrain_batch=8, tune_epochs=1,
+                      tune_batch=8)
+    df, info = S.run_seed(SMALL, tiny, 0, "cpu")
+    assert set(df["method"]) == {"vanilla", "r_tuning"} and set(df["split"]) == {"id", "ood"}
+    assert len(df) == 2 * (4 * 2 + 4 * 2)
+    assert df[df["method"] == "vanilla"]["p_sure"].isna().all()
+    assert df[df["method"] == "r_tuning"]["p_sure"].between(0, 1).all()
+    assert 0 <= info["certain_fraction"] <= 1
+
+
+# --- verdict rules on synthetic tables ----------------------------------------------------------------------
+
+def _table(seeds, n, acc, informative, rng, shared=True):
+    """Per-question results: R-Tuning's p(sure) equals correctness when ``informative`` (else noise); both
+    methods' confidences are noise, so R-Tuning's AP is higher only when its certainty is informative."""
+    rows = []
+    base = rng.random(n) < acc
+    for s in seeds:
+        correct = base if shared else rng.random(n) < acc
+        for method in ("vanilla", "r_tuning"):
+            conf = rng.random(n)
+            ps = (np.where(correct, 0.9, 0.1) + rng.normal(0, 0.05, n)).clip(0, 1) if informative else rng.random(n)
+            for split in ("id", "ood"):
+                rows.append(pd.DataFrame({"seed": s, "method": method, "split": split, "qid": np.arange(n),
+                                          "correct": correct, "confidence": conf,
+                                          "p_sure": ps if method == "r_tuning" else np.nan}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_decide_ap_reproduced_when_certainty_is_informative():
+    df = _table([0, 1, 2], 200, 0.3, True, np.random.default_rng(0))
+    c = A.decide_ap(A.make_claims()[0], df, "id", shared_questions=True, n_boot=200)
+    assert c.verdict == "reproduced" and c.measured.value > 0.2
+
+
+def test_decide_ap_not_reproduced_when_certainty_is_noise():
+    df = _table([0, 1, 2], 2000, 0.3, False, np.random.default_rng(1), shared=False)
+    c = A.decide_ap(A.make_claims()[0], df, "ood", shared_questions=False, n_boot=200)
+    assert c.verdict == "not_reproduced"
+
+
+def test_decide_ap_inconclusive_without_correct_answers_or_seeds():
+    df = _table([0, 1, 2], 50, 0.3, True, np.random.default_rng(2))
+    df.loc[(df["seed"] == 1) & (df["split"] == "id"), "correct"] = False
+    assert A.decide_ap(A.make_claims()[0], df, "id", True, 100).verdict == "inconclusive"
+    one = _table([0], 50, 0.3, True, np.random.default_rng(3))
+    assert A.decide_ap(A.make_claims()[0], one, "id", True, 100).verdict == "inconclusive"
+
+
+def test_bootstrap_requires_matching_questions():
+    df = _table([0, 1], 30, 0.5, True, np.random.default_rng(4))
+    df.loc[(df["seed"] == 1), "qid"] += 1
+    with pytest.raises(ValueError, match="different questions"):
+        A.bootstrap_delta_ap(df, "id", shared_questions=True, n_boot=10)
+
+
+def test_decide_answered_accuracy():
+    claim = A.CLAIMS["answered_accuracy"]
+    good = _table([0, 1, 2], 200, 0.3, True, np.random.default_rng(5))
+    assert A.decide_answered_accuracy(A.Claim("answered_accuracy", **claim), good).verdict == "reproduced"
+    # R-Tuning says "sure" exactly on the wrong answers: worse than vanilla
+    bad = good.copy()
+    rt = bad["method"] == "r_tuning"
+    bad.loc[rt, "p_sure"] = np.where(bad.loc[rt, "correct"], 0.1, 0.9)
+    assert A.decide_answered_accuracy(A.Claim("answered_accuracy", **claim), bad).verdict == "not_reproduced"
+    shy = good.copy()
+    shy.loc[shy["method"] == "r_tuning", "p_sure"] = 0.2  # answers nothing
+    assert A.decide_answered_accuracy(A.Claim("answered_accuracy", **claim), shy).verdict == "inconclusive"
+
+
+def test_per_seed_metrics_values():
+    df = pd.DataFrame({"seed": 0, "method": ["r_tuning"] * 4 + ["vanilla"] * 4, "split": "id",
+                       "qid": list(range(4)) * 2, "correct": [True, False, True, False] * 2,
+                       "confidence": [0.1, 0.2, 0.3, 0.4] * 2, "p_sure": [0.9, 0.8, 0.2, 0.1] + [np.nan] * 4})
+    m = A.per_seed_metrics(df).set_index("method")
+    assert m.loc["r_tuning", "refusal_rate"] == 0.5 and m.loc["r_tuning", "answered"] == 2
+    assert m.loc["r_tuning", "answered_accuracy"] == 0.5 and m.loc["vanilla", "accuracy"] == 0.5
+    # vanilla ranks by confidence: 0.4(F) 0.3(T) 0.2(F) 0.1(T) -> AP = (1/2 + 2/4) / 2
+    assert m.loc["vanilla", "ap"] == pytest.approx(0.5)
+    # R-Tuning: 0.5*conf + 0.5*p_sure = .5, .5, .25, .25 -> two tied groups: AP = 0.5 * 0.5 + 0.5 * 0.5
+    assert m.loc["r_tuning", "ap"] == pytest.approx(0.5)
