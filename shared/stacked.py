@@ -58,6 +58,25 @@ class StackedLinear(nn.Module):
         return torch.baddbmm(self.bias, x, self.weight)
 
 
+class StackedLayers(nn.Module):
+    """Base of a stacked network whose affine maps are ``self.layers`` (StackedLinear, in order): exposes
+    their weights and biases (e.g. for per-member weight norms or decay) and the member count."""
+
+    layers: nn.ModuleList
+
+    @property
+    def weights(self) -> list[nn.Parameter]:
+        return [layer.weight for layer in self.layers]
+
+    @property
+    def biases(self) -> list[nn.Parameter]:
+        return [layer.bias for layer in self.layers]
+
+    @property
+    def members(self) -> int:
+        return self.layers[0].members
+
+
 def select_members(module: nn.Module, index: Sequence[int]) -> nn.Module:
     """A copy of a stacked module whose member k is a copy of member ``index[k]`` (every parameter is
     indexed along its leading member axis)."""

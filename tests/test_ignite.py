@@ -81,7 +81,7 @@ def _small_model(n_tiles=2, in_dim=3):
 
 def test_stacked_mlp_equals_separate_mlps():
     model = _small_model()
-    assert model.n_members == 4
+    assert model.members == 4
     x = torch.randn(4, 6, 3)
     out = model(x)
     for m in range(4):

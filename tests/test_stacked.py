@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from shared.stacked import StackedLinear, select_members, stacked_uniform
+from shared.stacked import StackedLayers, StackedLinear, select_members, stacked_uniform
 
 
 def _gens(*seeds):
@@ -38,3 +38,16 @@ def test_tiles_and_selection():
     assert stacked_uniform((2,), _gens(3, 4), 1.0).shape == (2, 2)
     with pytest.raises(ValueError, match="bias"):
         StackedLinear(torch.zeros(2, 3, 4), torch.zeros(2, 4))
+
+
+def test_stacked_layers_exposes_its_layers_parameters():
+    class Net(StackedLayers):
+        def __init__(self):
+            super().__init__()
+            self.layers = torch.nn.ModuleList([StackedLinear.uniform(3, 4, _gens(0, 1), 1.0),
+                                               StackedLinear.uniform(4, 1, _gens(0, 1), 1.0, 0.5)])
+
+    net = Net()
+    assert net.members == 2
+    assert [w.shape for w in net.weights] == [(2, 3, 4), (2, 4, 1)]
+    assert net.biases[0] is net.layers[0].bias and net.biases[1] is net.layers[1].bias

@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.metrics import Claim
-from shared.stacked import StackedLinear
+from shared.stacked import StackedLayers, StackedLinear
 from shared.training import TrainConfig, TrainHistory, train
 
 from .tasks import OfflineData, TaskSpec, make_dataset, normalized_score, one_hot, oracle
@@ -87,12 +87,12 @@ def make_claims() -> list[Claim]:
 
 # --- the surrogate: M independent MLPs in one module ------------------------------------------------------
 
-class StackedMLP(nn.Module):
-    """``n_members`` independent MLP surrogates g(x; w_m): ``in_dim -> hidden x n_layers -> 1`` with
+class StackedMLP(StackedLayers):
+    """``members`` independent MLP surrogates g(x; w_m): ``in_dim -> hidden x n_layers -> 1`` with
     LeakyReLU(0.3), applied with batched matmuls.
 
     Parameters are drawn for ``n_unique`` members (PyTorch ``nn.Linear`` initialisation,
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases) and tiled ``n_members // n_unique`` times
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases) and tiled ``members // n_unique`` times
     along the member axis, so that member ``a * n_unique + u`` starts equal to member ``u``: this is how
     the vanilla and IGNITE arms share an initialisation. ``generators`` (one per unique member) make each
     member's initialisation independent of how many others are stacked.
@@ -109,18 +109,6 @@ class StackedMLP(nn.Module):
             StackedLinear.uniform(fan_in, fan_out, generators, 1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(fan_in),
                                   n_tiles=n_tiles)
             for fan_in, fan_out in zip(dims[:-1], dims[1:]))
-
-    @property
-    def weights(self) -> list[nn.Parameter]:
-        return [layer.weight for layer in self.layers]
-
-    @property
-    def biases(self) -> list[nn.Parameter]:
-        return [layer.bias for layer in self.layers]
-
-    @property
-    def n_members(self) -> int:
-        return self.layers[0].members
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
@@ -264,7 +252,7 @@ def train_surrogates(data: SeedData, arms: int, cfg: SurrogateConfig, eps: float
     init_gens = member_generators(data.spec.name, data.seeds, K, salt=1)
     batch_gens = member_generators(data.spec.name, data.seeds, K, salt=2)
     model = StackedMLP(data.spec.input_dim, cfg.hidden, cfg.n_layers, init_gens, n_tiles=arms)
-    M = model.n_members
+    M = model.members
     active = torch.zeros(M, dtype=torch.bool)
     if arms == 2:
         active[S * K:] = True

@@ -30,7 +30,7 @@ import torch.nn as nn
 
 from shared.metrics import Claim
 from shared.seeding import seed_everything, torch_generator
-from shared.stacked import StackedLinear, select_members
+from shared.stacked import StackedLayers, StackedLinear, select_members
 from shared.training import TrainConfig, train
 
 from . import bandit as B
@@ -102,7 +102,7 @@ def make_claims() -> list[Claim]:
 
 # --- the policy ------------------------------------------------------------------------------------------
 
-class StackedCategoricalPolicy(nn.Module):
+class StackedCategoricalPolicy(StackedLayers):
     """``M`` independent copies of the authors' categorical actor, evaluated in one batched pass.
 
     Each member: Linear(100, 50) -> LayerNorm(50) -> ReLU -> Linear(50, 256) -> ReLU -> Linear(256, 256) -> ReLU
@@ -123,18 +123,6 @@ class StackedCategoricalPolicy(nn.Module):
                                     for fan_in, fan_out in dims)
         self.ln_weight = nn.Parameter(torch.ones(m, 1, feature_dim))
         self.ln_bias = nn.Parameter(torch.zeros(m, 1, feature_dim))
-
-    @property
-    def weights(self) -> list[nn.Parameter]:
-        return [layer.weight for layer in self.layers]
-
-    @property
-    def biases(self) -> list[nn.Parameter]:
-        return [layer.bias for layer in self.layers]
-
-    @property
-    def members(self) -> int:
-        return self.layers[0].members
 
     def forward(self, contexts: torch.Tensor) -> torch.Tensor:
         h = self.layers[0](contexts)
