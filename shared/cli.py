@@ -79,10 +79,43 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def shadowed_by_profile(specs: dict, params_file_data: dict, paper: str, profile: str) -> list[str]:
+    """Keys whose params.yaml base value was changed from the notebook default (e.g. by ``dvc exp run -S``)
+    but which the profile sets to something else, so the change would silently have no effect.
+
+    Profile values take precedence over the section's base values (``shared.params.resolve``); this names
+    each such key and how to change it under that profile instead.
+    """
+    section = dict(params_file_data.get(paper) or {})
+    prof = dict((section.get("profiles") or {}).get(profile) or {})
+    notes = []
+    for key, value in prof.items():
+        spec = specs.get(key)
+        if spec is None or key not in section:
+            continue
+        base = section[key]
+        if base != spec.default and value != base:
+            notes.append(f"{paper}: {key}={base!r} in params.yaml is overridden by profile {profile!r} "
+                         f"({key}={value!r}); to change it under this profile set "
+                         f"{paper}.profiles.{profile}.{key}")
+    return notes
+
+
+def _warn_shadowed(slug: str, profile: str) -> None:
+    from shared.params import load_params_file, read_notebook_params
+
+    if slug not in paths.list_papers():
+        return  # the runner reports the unknown paper
+    specs = read_notebook_params(paths.notebook_path(slug))
+    for note in shadowed_by_profile(specs, load_params_file(paths.repo_root() / "params.yaml"), slug, profile):
+        print(f"papers: warning: {note}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from shared.runner import RunError, run_paper, verdict_line
 
     overrides = parse_set_options(args.set or [])
+    _warn_shadowed(args.slug, args.profile)
     try:
         result = run_paper(args.slug, profile=args.profile, overrides=overrides, device=args.device,
                            out_dir=args.out, progress=not args.quiet)
@@ -99,6 +132,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     from shared.runner import prepare
 
     values = prepare(args.slug, args.profile, parse_set_options(args.set or []), args.device)
+    _warn_shadowed(args.slug, args.profile)
     for key, value in values.items():
         print(f"{key} = {value!r}")
     return 0

@@ -1,5 +1,6 @@
 import pytest
 
+from shared.cli import shadowed_by_profile
 from shared.params import (ParamError, coerce, parse_parameters_cell, parse_set_options, resolve,
                            validate)
 
@@ -111,3 +112,15 @@ def test_parse_set_options_uses_yaml_values():
         "n": 3, "ks": [0, 1], "lr": 1e-3, "flag": False, "name": "abc"}
     with pytest.raises(ParamError, match="key=value"):
         parse_set_options(["n"])
+
+
+def test_a_changed_base_value_hidden_by_the_profile_is_named(specs):
+    # n changed from the notebook default 8 (as `dvc exp run -S paper.n=12` would) and the smoke profile sets 4
+    data = {"paper": {"n": 12, "lr": 0.01, "profiles": {"smoke": {"n": 4, "lr": 0.5, "ks": [0, 2]}}}}
+    notes = shadowed_by_profile(specs, data, "paper", "smoke")
+    assert len(notes) == 1 and "n=12" in notes[0] and "paper.profiles.smoke.n" in notes[0]
+    assert resolve(specs, data, "paper", "smoke")["n"] == 4  # the precedence itself is unchanged
+    # lr is at its default in the base: the profile's own value is the intent, nothing to say
+    assert shadowed_by_profile(specs, data, "paper", "small") == []
+    data["paper"]["profiles"]["smoke"]["n"] = 12  # the profile agrees with the changed base value
+    assert shadowed_by_profile(specs, data, "paper", "smoke") == []
