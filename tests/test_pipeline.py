@@ -115,6 +115,32 @@ def test_dvc_accepts_the_pipeline_files():
     assert listed == set(DVC["stages"])
 
 
+def test_committed_results_match_the_code_params_and_readmes():
+    """dvc.lock records what produced the committed results: every file dependency of a paper or report
+    stage (code, not fetched data) and every README the report wrote must still have the recorded md5, and the
+    recorded params must equal params.yaml, or `make repro` would rerun stages after a fresh clone."""
+    import hashlib
+
+    lock = load_params_file(ROOT / "dvc.lock")["stages"]  # YAML 1.2 floats (1e-3), as DVC reads them
+    params = load_params_file(ROOT / "params.yaml")
+    stale = []
+    for name, stage in lock.items():
+        if name.startswith("data_"):
+            continue
+        files = [d for d in stage.get("deps", []) if "md5" in d and not d["path"].startswith("data/")
+                 and not d["path"].startswith("results/")]
+        if name == "report":
+            files += stage.get("outs", [])
+        for item in files:
+            path = ROOT / item["path"]
+            if not path.is_file() or hashlib.md5(path.read_bytes()).hexdigest() != item["md5"]:
+                stale.append(f"{name}: {item['path']}")
+        for key, value in stage.get("params", {}).get("params.yaml", {}).items():
+            if params.get(key) != value:
+                stale.append(f"{name}: params {key}")
+    assert not stale, f"results are stale for {stale[:10]}: run `dvc repro` and commit dvc.lock"
+
+
 def test_readme_tables_are_current():
     stale = check_report()
     assert not stale, f"run `papers report`: stale {', '.join(str(p) for p in stale)}"
