@@ -41,16 +41,28 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, mean - half, mean + half
 
 
-def seed_measurement(values: Sequence[float], unit: str = "", level: float = 0.95) -> Measurement:
-    """A :class:`Measurement` of the mean over seeds with a t interval."""
+def seed_measurement(values: Sequence[float], unit: str = "", level: float = 0.95,
+                     bounds: tuple[float, float] | None = None) -> Measurement:
+    """A :class:`Measurement` of the mean over seeds with a t interval.
+
+    ``bounds``: the range the quantity lives in (e.g. (-1, 1) for a correlation, (0, 1) for an accuracy).
+    A t interval ignores it and can reach past it with few seeds; the interval is then intersected with
+    ``bounds`` and the method says so.
+    """
     mean, lo, hi = t_interval(values, level)
     n = len(values)
+    method = f"mean over {n} seeds, Student t interval" if n > 1 else "single seed, no interval"
+    if bounds is not None and not np.isnan(lo):
+        clipped_lo, clipped_hi = max(lo, bounds[0]), min(hi, bounds[1])
+        if (clipped_lo, clipped_hi) != (lo, hi):
+            method += f", clipped to the range [{bounds[0]:g}, {bounds[1]:g}]"
+        lo, hi = clipped_lo, clipped_hi
     return Measurement(
         value=mean,
         ci_low=None if np.isnan(lo) else lo,
         ci_high=None if np.isnan(hi) else hi,
         n=n,
-        method=f"mean over {n} seeds, Student t interval" if n > 1 else "single seed, no interval",
+        method=method,
         ci_level=level,
         unit=unit,
     )

@@ -74,3 +74,15 @@ def test_binomial_test_against_known_values():
     assert p == 1.0 and lo < 0.5 < hi
     # 0 successes in 10 at p = 0.5: two-sided p = 2 * 0.5^10
     assert binomial_test(0, 10, 0.5)[0] == pytest.approx(2 / 1024)
+
+
+def test_seed_measurement_clips_the_interval_to_the_quantity_range():
+    # three per-seed correlations near 1: the t interval 0.9 +- t(0.975, 2) * 0.1 / sqrt(3) reaches past 1
+    m = seed_measurement([0.8, 0.9, 1.0], unit="rho", bounds=(-1.0, 1.0))
+    half = 4.302652729911275 * 0.1 / 3 ** 0.5
+    assert m.value == pytest.approx(0.9) and m.ci_low == pytest.approx(0.9 - half) and m.ci_high == 1.0
+    assert "clipped to the range [-1, 1]" in m.method
+    free = seed_measurement([0.8, 0.9, 1.0])
+    assert free.ci_high == pytest.approx(0.9 + half) and "clipped" not in free.method
+    inside = seed_measurement([0.4, 0.5, 0.6], bounds=(0.0, 1.0))
+    assert "clipped" not in inside.method and inside.ci_low > 0

@@ -33,7 +33,7 @@ def decide_threshold(claim: Claim, values: list[float], reproduced_at: float, no
     values = [v for v in values if np.isfinite(v)]
     if not values:
         return _not_run(claim, f"no finite {what} was measured")
-    m = seed_measurement(values, unit=unit)
+    m = seed_measurement(values, unit=unit, bounds=(0.0, 1.0))  # accuracies
     if m.value >= reproduced_at:
         verdict = "reproduced"
     elif m.value <= not_reproduced_at:
@@ -114,7 +114,7 @@ def decide_correlation(claim: Claim, checkpoints: pd.DataFrame) -> Claim:
     rho = checkpoint_correlations(checkpoints).dropna()
     if len(rho) < 2:
         return _not_run(claim, "fewer than two seeds with a defined correlation")
-    m = seed_measurement(rho.tolist(), unit="Spearman rho")
+    m = seed_measurement(rho.tolist(), unit="Spearman rho", bounds=(-1.0, 1.0))
     lo = m.ci_low if m.ci_low is not None else m.value
     if m.value >= RHO_REPRODUCED and lo > 0:
         verdict = "reproduced"

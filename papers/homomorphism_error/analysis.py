@@ -89,7 +89,7 @@ def decide_noise_raises_he(claim: Claim, df: pd.DataFrame, he_col: str = "mod_he
     if not rhos:
         m = Measurement(None, None, None, 1, "too few noise levels", unit="Spearman rho")
         return claim.decide(m, "inconclusive", "need >= 3 noise levels per seed")
-    m = seed_measurement(rhos, unit="Spearman rho")
+    m = seed_measurement(rhos, unit="Spearman rho", bounds=(-1.0, 1.0))
     if len(rhos) < 2:
         verdict = "inconclusive"
     elif m.ci_low > 0:

@@ -45,11 +45,12 @@ def final_values(table: pd.DataFrame, column: str = "value") -> pd.Series:
     return table.sort_values(["seed", "step"]).groupby("seed")[column].last()
 
 
-def _measure(values, unit: str, method: str | None = None) -> Measurement:
+def _measure(values, unit: str, method: str | None = None,
+             bounds: tuple[float, float] | None = None) -> Measurement:
     vals = [float(v) for v in values if np.isfinite(v)]
     if not vals:
         return Measurement(None, None, None, 1, "no finite values", unit=unit)
-    m = seed_measurement(vals, unit=unit)
+    m = seed_measurement(vals, unit=unit, bounds=bounds)
     if method:
         m.method = f"{method}; {m.method}"
     return m
@@ -65,7 +66,7 @@ def _fmt(values) -> str:
 
 def decide_generation(claim: Claim, generation: pd.DataFrame) -> Claim:
     final = final_values(generation, "gen_acc")
-    m = _measure(final.values, "accuracy", "final-checkpoint generative accuracy")
+    m = _measure(final.values, "accuracy", "final-checkpoint generative accuracy", (0.0, 1.0))
     verdict = "reproduced" if m.value is not None and m.value >= GENERATION_THRESHOLD else "inconclusive"
     all_final = final_values(generation, "gen_acc_all")
     detail = (f"per seed: {_fmt(final.values)} (threshold {GENERATION_THRESHOLD}); including held-out "
@@ -106,7 +107,7 @@ def spearman_per_seed(generation: pd.DataFrame, probes: pd.DataFrame) -> pd.Data
 
 def decide_correlation(claim: Claim, generation: pd.DataFrame, probes: pd.DataFrame) -> Claim:
     per_seed = spearman_per_seed(generation, probes)
-    m = _measure(per_seed["rho"].values, "Spearman rho", "per-seed Spearman rho over checkpoints")
+    m = _measure(per_seed["rho"].values, "Spearman rho", "per-seed Spearman rho over checkpoints", (-1.0, 1.0))
     both = semantic_content(probes, "original", 0).merge(generation, on=["seed", "step"]).dropna(subset=["value"])
     pooled = st.spearmanr(both["value"], both["gen_acc"]) if len(both) >= 3 else None
     flat = bool((per_seed["gen_range"] < MIN_GEN_RANGE).any())

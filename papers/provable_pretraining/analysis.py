@@ -159,7 +159,7 @@ def decide_unlabeled_scaling(claim: Claim, df: pd.DataFrame) -> Claim:
     parts, ok, worst = [], True, None
     for d in sorted(df["d"].unique()):
         rhos = within_seed_spearman(df, d, 2 * d)
-        m = seed_measurement(rhos, unit="Spearman rho")
+        m = seed_measurement(rhos, unit="Spearman rho", bounds=(-1.0, 1.0))
         ok &= m.value <= RHO_MAX
         parts.append(f"d={d}: mean within-seed rho {m.value:.3f} over {len(rhos)} seeds")
         if worst is None or m.value > worst.value:
