@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from shared import paths
-from shared.params import PROFILES, ParamError, parse_set_options
+from shared.params import PROFILES, ParamError, parse_set_options, profile_overrides
 from shared.scaffold import ScaffoldError
 
 
@@ -87,7 +87,7 @@ def shadowed_by_profile(specs: dict, params_file_data: dict, paper: str, profile
     each such key and how to change it under that profile instead.
     """
     section = dict(params_file_data.get(paper) or {})
-    prof = dict((section.get("profiles") or {}).get(profile) or {})
+    prof = profile_overrides(section, profile, paper)
     notes = []
     for key, value in prof.items():
         spec = specs.get(key)
