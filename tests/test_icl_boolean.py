@@ -261,3 +261,182 @@ def test_summary_averages_over_seeds():
                 ("transformer", "conjunction", 1, "transformer", np.full(10, 1.0))])
     s = summary(df)
     assert s.loc[0, "mean_accuracy"] == pytest.approx(0.9) and s.loc[0, "k90"] == pytest.approx(6.0)
+
+
+# --- the LLM arm -------------------------------------------------------------------------------------------
+
+from pathlib import Path  # noqa: E402
+
+from papers.icl_boolean.analysis import LLM_LEARNERS, decide_llm, llm_function_accuracy, llm_label_mass  # noqa: E402
+from papers.icl_boolean.experiment import LLM_BASELINES, LLM_PROMPT_SEED, run_llm_arm  # noqa: E402
+from papers.icl_boolean.llm import INSTRUCTION, encode, label_logprobs, prompt_text  # noqa: E402
+from papers.icl_boolean.task import CONJUNCTION_LITERAL_PROBS, LEARNERS, LLM_LITERAL_PROBS  # noqa: E402
+
+SMOLLM2_DIR = Path(__file__).resolve().parents[1] / "data" / "smollm2"
+
+
+def test_conjunction_literal_probs_default_is_the_training_distribution_and_llm_one_is_denser():
+    a = sample_prompts("conjunction", 50, 6, 5, np.random.default_rng(3))
+    b = sample_prompts("conjunction", 50, 6, 5, np.random.default_rng(3), literal_probs=CONJUNCTION_LITERAL_PROBS)
+    assert np.array_equal(a.xs, b.xs) and np.array_equal(a.w, b.w)
+    dense = sample_prompts("conjunction", 4000, 2, 5, np.random.default_rng(4), literal_probs=LLM_LITERAL_PROBS)
+    counts = np.abs(dense.w).sum(1)
+    assert abs(counts.mean() - 2.5) < 0.1  # E|w| = 5 x 0.5
+    assert abs((dense.w == 1).mean() - 0.25) < 0.02 and abs((dense.w == -1).mean() - 0.25) < 0.02
+    assert np.array_equal(dense.ys, conjunction_labels(dense.xs, dense.w))
+    with pytest.raises(ValueError, match="conjunction prompts only"):
+        sample_prompts("sparse_parity", 2, 6, 5, np.random.default_rng(0), literal_probs=LLM_LITERAL_PROBS)
+    with pytest.raises(ValueError, match="summing to 1"):
+        sample_prompts("conjunction", 2, 6, 5, np.random.default_rng(0), literal_probs=(0.5, 0.5, 0.5))
+
+
+def test_prompt_text_is_the_authors_basic_format():
+    p = prompt_text(arr([1, -1, 1], [-1, -1, 1]), arr(1, -1))
+    assert p.text == INSTRUCTION + "\nInput: 1 0 1\nLabel: 1\nInput: 0 0 1\nLabel: 0"
+    assert [p.text[c] for c in p.label_chars] == ["1", "0"]
+    assert p.text[:p.label_chars[1]].endswith("Input: 0 0 1\nLabel: ")
+    with pytest.raises(ValueError, match="must be in"):
+        prompt_text(arr([1, 0, 1], [1, 1, 1]), arr(1, 1))
+    with pytest.raises(ValueError, match="expected xs"):
+        prompt_text(arr([1, -1, 1]), arr(1, -1))
+
+
+class CharTokenizer:
+    """One token per character (id = code point), with offsets; ``merge`` glues these strings into one token."""
+
+    pad_token_id = 0
+
+    def __init__(self, merge=()):
+        self.merge = tuple(merge)
+
+    def _pieces(self, text):
+        i = 0
+        while i < len(text):
+            m = next((m for m in self.merge if text.startswith(m, i)), None)
+            piece = m or text[i]
+            yield i, piece
+            i += len(piece)
+
+    def __call__(self, text, add_special_tokens=False, return_offsets_mapping=False):
+        pieces = list(self._pieces(text))
+        out = {"input_ids": [sum(ord(ch) for ch in p) % 250 + 1 for _, p in pieces]}
+        if return_offsets_mapping:
+            out["offset_mapping"] = [(i, i + len(p)) for i, p in pieces]
+        return out
+
+
+def test_encode_points_at_the_token_before_each_label_digit():
+    tok = CharTokenizer()
+    p = prompt_text(arr([1, -1], [-1, -1], [1, 1]), arr(1, -1, 1))
+    ids, pos = encode(tok, p)
+    assert pos == [c - 1 for c in p.label_chars]  # one char per token: the token before the digit
+    assert [ids[j + 1] for j in pos] == [ord("1") + 1, ord("0") + 1, ord("1") + 1]
+    with pytest.raises(ValueError, match="not a token of its own"):
+        encode(CharTokenizer(merge=["0\n"]), p)  # the digit of label 2 merges with the newline after it
+
+
+def test_encode_with_the_smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(SMOLLM2_DIR)
+    p = prompt_text(sample_prompts("conjunction", 1, 12, 5, np.random.default_rng(0)).xs[0],
+                    sample_prompts("conjunction", 1, 12, 5, np.random.default_rng(0)).ys[0])
+    ids, pos = encode(tok, p)
+    assert len(pos) == 12
+    for j, c in zip(pos, p.label_chars):
+        assert tok.decode([ids[j + 1]]) == p.text[c]  # the next token is the label digit
+        assert tok.decode(ids[:j + 1]) == p.text[:c]  # everything before it is the per-query prompt
+
+
+def _tiny_lm(vocab):
+    from shared.lm import tiny_llama
+
+    torch.manual_seed(0)
+    return tiny_llama(vocab_size=vocab, max_len=512, d_model=32, n_layers=2, n_heads=2).eval()
+
+
+def test_label_logprobs_match_per_query_prompts_and_do_not_depend_on_the_batch():
+    tok = CharTokenizer()
+    model = _tiny_lm(256)
+    rng = np.random.default_rng(1)
+    prompts = [prompt_text(*(lambda q: (q.xs[0], q.ys[0]))(sample_prompts("conjunction", 1, 4, n, rng)))
+               for n in (3, 5, 4)]  # different lengths: padding is exercised
+    lp0, lp1 = label_logprobs(model, tok, prompts, batch_size=3)
+    s0, s1 = label_logprobs(model, tok, prompts, batch_size=1)
+    assert lp0.shape == (3, 4)
+    assert np.allclose(lp0, s0, atol=1e-5) and np.allclose(lp1, s1, atol=1e-5)
+    zero, one = tok("0")["input_ids"][0], tok("1")["input_ids"][0]
+    for b, p in enumerate(prompts):
+        for t, c in enumerate(p.label_chars):  # the per-query prompt of the authors: the text before the digit
+            ids = tok(p.text[:c])["input_ids"]
+            with torch.no_grad():
+                logp = F.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1], -1)
+            assert lp0[b, t] == pytest.approx(float(logp[zero]), abs=1e-5)
+            assert lp1[b, t] == pytest.approx(float(logp[one]), abs=1e-5)
+    with pytest.raises(ValueError, match="different numbers of labelled points"):
+        label_logprobs(model, tok, [prompts[0], prompt_text(arr([1, 1], [1, -1]), arr(1, -1))])
+
+
+def test_run_llm_arm_scores_the_same_prompts_as_the_baselines():
+    tok = CharTokenizer()
+    table = run_llm_arm(_tiny_lm(256), tok, seeds=[0, 2], n_dims=4, n_points=6, functions=3, batch_size=2,
+                        progress=False)
+    assert len(table) == 2 * 3 * 6
+    assert list(table.columns[:4]) == ["seed", "function", "position", "label"]
+    for seed in (0, 2):
+        p = sample_prompts("conjunction", 3, 6, 4, np.random.default_rng(LLM_PROMPT_SEED + seed),
+                           literal_probs=LLM_LITERAL_PROBS)
+        rows = table[table["seed"] == seed]
+        assert np.array_equal(rows["label"].to_numpy(), p.ys.reshape(-1))
+        for name in LLM_BASELINES:
+            assert np.array_equal(rows[f"pred_{name}"].to_numpy(), LEARNERS[name](p.xs, p.ys).reshape(-1))
+    assert np.array_equal(table["pred_smollm2"] > 0, table["logp1"] > table["logp0"])
+    with pytest.raises(ValueError, match="functions must be >= 1"):
+        run_llm_arm(_tiny_lm(256), tok, [0], 4, 6, 0)
+
+
+def llm_table(smollm2_correct, nn_correct):
+    """(functions, positions) 0/1 arrays of correctness -> an arm table (labels all +1)."""
+    smollm2_correct, nn_correct = np.asarray(smollm2_correct), np.asarray(nn_correct)
+    F_, N = smollm2_correct.shape
+    rows = []
+    for f in range(F_):
+        for t in range(N):
+            rows.append({"seed": f % 2, "function": f, "position": t + 1, "label": 1.0,
+                         "pred_smollm2": 1.0 if smollm2_correct[f, t] else -1.0,
+                         "pred_nearest_neighbour": 1.0 if nn_correct[f, t] else -1.0,
+                         "pred_elimination": 1.0, "pred_null": -1.0,
+                         "logp0": np.log(0.2), "logp1": np.log(0.7)})
+    return pd.DataFrame(rows)
+
+
+def test_llm_function_accuracy_leaves_out_the_first_position():
+    t = llm_table([[0, 1, 1, 0]], [[1, 1, 0, 0]])
+    acc = llm_function_accuracy(t)
+    assert acc.loc[0, "smollm2"] == pytest.approx(2 / 3) and acc.loc[0, "nearest_neighbour"] == pytest.approx(1 / 3)
+    assert acc.loc[0, "elimination"] == 1.0 and acc.loc[0, "null"] == 0.0
+    assert llm_label_mass(t) == pytest.approx(0.9)
+    assert list(acc.columns) == ["seed", "function", *LLM_LEARNERS]
+
+
+def test_decide_llm():
+    rng = np.random.default_rng(0)
+    c = lambda: claims()["llm_competes_with_nearest_neighbour"]  # noqa: E731
+    same = rng.random((40, 11)) < 0.7
+    assert decide_llm(c(), llm_table(same, same)).verdict == "reproduced"  # d = 0 for every function
+    worse = decide_llm(c(), llm_table(np.zeros((40, 11)), np.ones((40, 11))))
+    assert worse.verdict == "not_reproduced" and worse.measured.value == pytest.approx(-1.0)
+    assert worse.measured.n == 40
+    # half the functions far better, half far worse: mean 0 but an interval wider than the margin
+    mixed = np.vstack([np.ones((3, 11)), np.zeros((3, 11))])
+    assert decide_llm(c(), llm_table(mixed, 1 - mixed)).verdict == "inconclusive"
+    # positions 2..25 (24 queries); nearest neighbour always right. SmolLM2 wrong on 1 of them for every
+    # function: 4.2 points worse with no spread, inside the 5-point margin; wrong on 2: 8.3 points, outside
+    nn = np.ones((10, 25))
+    one_miss = np.tile(np.r_[0, 0, np.ones(23)], (10, 1))
+    assert decide_llm(c(), llm_table(one_miss, nn)).measured.value == pytest.approx(-1 / 24)
+    assert decide_llm(c(), llm_table(one_miss, nn)).verdict == "reproduced"
+    two_misses = np.tile(np.r_[0, 0, 0, np.ones(22)], (10, 1))
+    assert decide_llm(c(), llm_table(two_misses, nn)).verdict == "not_reproduced"
+    not_run = decide_llm(c(), None)
+    assert not_run.verdict == "inconclusive" and not_run.measured.value is None

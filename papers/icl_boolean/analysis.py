@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from shared.metrics import Claim, Measurement
-from shared.stats import paired_t_test, seed_measurement
+from shared.stats import bootstrap_ci, paired_t_test, seed_measurement
 
 from .task import OPTIMAL_LEARNER, examples_to_reach
 
@@ -26,6 +26,9 @@ TEACH_LEVEL, TEACH_RATIO, TEACH_RATIO_FAIL = 0.90, 2.0, 1.5
 TEACH_POST, TEACH_POST_FAIL = 0.95, 0.80
 # lstm_worse_than_transformer
 LSTM_MARGIN, ALPHA = 0.01, 0.05
+# llm_competes_with_nearest_neighbour: non-inferiority margin of the LLM against 1-NN
+LLM_MARGIN = -0.05
+LLM_LEARNERS = ("smollm2", "nearest_neighbour", "elimination", "null")
 
 
 def curve(df: pd.DataFrame, family: str, task: str, seed: int, learner: str) -> np.ndarray:
@@ -157,4 +160,50 @@ def decide_lstm(claim: Claim, df: pd.DataFrame, task: str = "conjunction") -> Cl
     detail = (f"mean accuracy over positions: transformer {', '.join(f'{v:.4f}' for v in t_acc)}, lstm "
               f"{', '.join(f'{v:.4f}' for v in l_acc)}; one-sided paired t test p = {test.pvalue:.3g} "
               f"(needs difference > {LSTM_MARGIN} and p < {ALPHA})")
+    return claim.decide(m, verdict, detail)
+
+
+# --- the LLM arm -----------------------------------------------------------------------------------------
+# Input: the table of ``experiment.run_llm_arm``, one row per (seed, function, position) with ``label`` and
+# ``pred_<learner>`` columns. Position 1 (no examples yet) is left out of every accuracy below.
+
+def llm_function_accuracy(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (seed, function): each learner's accuracy over query positions 2..N."""
+    queries = table[table["position"] >= 2]
+    correct = pd.DataFrame({name: queries[f"pred_{name}"] == queries["label"] for name in LLM_LEARNERS})
+    correct[["seed", "function"]] = queries[["seed", "function"]]
+    return correct.groupby(["seed", "function"], sort=True)[list(LLM_LEARNERS)].mean().reset_index()
+
+
+def llm_label_mass(table: pd.DataFrame) -> float:
+    """Mean probability the LLM puts on the two label digits (1 = it always answers in the format)."""
+    return float(np.mean(np.exp(table["logp0"]) + np.exp(table["logp1"])))
+
+
+def decide_llm(claim: Claim, table: pd.DataFrame | None) -> Claim:
+    if table is None or table.empty:
+        m = Measurement(None, None, None, 1, "not run", unit="accuracy difference (SmolLM2 - 1-NN)")
+        return claim.decide(m, "inconclusive", "the LLM arm was not run (llm_functions = 0)")
+    acc = llm_function_accuracy(table)
+    d = (acc["smollm2"] - acc["nearest_neighbour"]).to_numpy()
+    value, lo, hi = bootstrap_ci(d)
+    seeds = sorted(int(s) for s in acc["seed"].unique())
+    m = Measurement(value=value, ci_low=lo, ci_high=hi, n=len(d),
+                    method=f"percentile bootstrap over {len(d)} functions ({len(seeds)} seeds), 10000 resamples",
+                    unit="accuracy difference (SmolLM2 - 1-NN), query positions 2..N")
+    if len(d) < 2:
+        verdict = "inconclusive"
+    elif lo > LLM_MARGIN:
+        verdict = "reproduced"
+    elif hi < LLM_MARGIN:
+        verdict = "not_reproduced"
+    else:
+        verdict = "inconclusive"
+    per_seed = acc.assign(d=d).groupby("seed")["d"].mean()
+    means = acc[list(LLM_LEARNERS)].mean()
+    detail = (f"mean accuracy over positions 2..N: " + ", ".join(f"{k} {means[k]:.4f}" for k in LLM_LEARNERS)
+              + f"; mean difference per seed {', '.join(f'{v:+.4f}' for v in per_seed)}; mean probability on the "
+              f"two label digits {llm_label_mass(table):.3f}; SmolLM2 answers 1 on "
+              f"{float(np.mean(table['pred_smollm2'] > 0)):.3f} of queries, labels are 1 on "
+              f"{float(np.mean(table['label'] > 0)):.3f} (margin {LLM_MARGIN:+.2f})")
     return claim.decide(m, verdict, detail)

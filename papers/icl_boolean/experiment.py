@@ -29,8 +29,9 @@ from shared.seeding import seed_everything
 from shared.training import TrainConfig, TrainHistory, train
 from shared.transformer import Transformer, TransformerConfig
 
-from .task import (LEARNERS, MONOTONE_TASKS, accuracy_by_position, first_query_after_teaching, learners_for,
-                   sample_prompts)
+from .llm import label_logprobs, prompt_text
+from .task import (LEARNERS, LLM_LITERAL_PROBS, MONOTONE_TASKS, accuracy_by_position, first_query_after_teaching,
+                   learners_for, sample_prompts)
 
 # --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
 
@@ -76,6 +77,23 @@ CLAIMS = {
                   "reproduced if the mean difference is > 0.01 and a one-sided paired t test gives p < 0.05; "
                   "not_reproduced if the mean difference is <= 0; otherwise inconclusive.",
         paper_value="LSTM below the Transformer on Conjunctions and most other classes (Table 1)",
+    ),
+    "llm_competes_with_nearest_neighbour": dict(
+        statement="A pretrained LLM prompted with labelled examples of a fresh Boolean function, which cannot "
+                  "be in its training data, predicts the labels of new inputs about as well as the "
+                  "nearest-neighbour baseline (claim (c) of the abstract; LLaMA-2 and GPT-4 in the paper, "
+                  "SmolLM2-135M-Instruct here).",
+        criterion="Conjunctions with n = 5 drawn by the authors' LLM sampler (literals P = (0.5, 0.25, 0.25), "
+                  "30% of points forced positive), N = 50 labelled points per prompt in the authors' 'basic' "
+                  "text format, fresh functions from every evaluation seed. SmolLM2's label at query t is the "
+                  "more probable of the tokens '0' and '1' after the t-1 labelled examples. Per function, d = "
+                  "SmolLM2 accuracy - 1-nearest-neighbour accuracy on the same prompt, averaged over query "
+                  "positions 2..N; 95% percentile bootstrap interval of the mean of d over functions (pooled "
+                  "over seeds). reproduced if the interval's lower end is > -0.05 (no worse than nearest "
+                  "neighbour by more than 5 points of accuracy); not_reproduced if its upper end is < -0.05; "
+                  "otherwise inconclusive (also when the arm was not run).",
+        paper_value="LLaMA-2-70B and GPT-4 comparable to nearest neighbour (authors' runs: n = 5, 50 points, "
+                    "100 functions)",
     ),
 }
 
@@ -242,3 +260,42 @@ def run_grid(arms: list[tuple[str, str]], specs: dict[str, ModelSpec], seeds: li
                      "parameters": res.n_parameters, "final_loss": res.history.last("loss")})
     post_cols = ["family", "task", "seed", "learner", "accuracy"]
     return pd.DataFrame(rows), pd.DataFrame(post, columns=post_cols), pd.DataFrame(losses), pd.DataFrame(runs)
+
+
+# --- the LLM arm: SmolLM2 prompted with fresh conjunctions -----------------------------------------------
+
+LLM_PROMPT_SEED = 20_000  # prompts of evaluation seed s are drawn with seed 20_000 + s
+LLM_BASELINES = ("elimination", "nearest_neighbour", "null")
+
+
+def run_llm_arm(model, tokenizer, seeds: list[int], n_dims: int, n_points: int, functions: int,
+                batch_size: int = 4, device: str = "cpu", progress: bool = True):
+    """Prompt the language model with ``functions`` fresh conjunctions per seed (the authors' LLM sampler)
+    and run the classical learners on the same prompts.
+
+    Returns one row per (seed, function, position): the label, each learner's prediction in {-1, +1}
+    (``pred_<learner>``; the LLM's is ``pred_smollm2``, the more probable label digit) and the LLM's
+    log-probabilities of the two digits (``logp0``, ``logp1``)."""
+    import pandas as pd
+
+    if functions < 1:
+        raise ValueError(f"functions must be >= 1; got {functions}")
+    frames = []
+    for seed in seeds:
+        start = time.perf_counter()
+        p = sample_prompts("conjunction", functions, n_points, n_dims, np.random.default_rng(LLM_PROMPT_SEED + seed),
+                           literal_probs=LLM_LITERAL_PROBS)
+        lp0, lp1 = label_logprobs(model, tokenizer, [prompt_text(p.xs[b], p.ys[b]) for b in range(functions)],
+                                  batch_size, device)
+        preds = {"smollm2": np.where(lp1 > lp0, 1.0, -1.0)}
+        preds.update({name: LEARNERS[name](p.xs, p.ys) for name in LLM_BASELINES})
+        grid = {"seed": np.full(p.ys.size, seed), "function": np.repeat(np.arange(functions), n_points),
+                "position": np.tile(np.arange(1, n_points + 1), functions), "label": p.ys.reshape(-1)}
+        grid.update({f"pred_{name}": v.reshape(-1) for name, v in preds.items()})
+        grid.update(logp0=lp0.reshape(-1), logp1=lp1.reshape(-1))
+        frames.append(pd.DataFrame(grid))
+        if progress:
+            acc = float(np.mean(preds["smollm2"][:, 1:] == p.ys[:, 1:]))
+            print(f"smollm2 seed={seed}: {functions} functions, accuracy {acc:.3f} "
+                  f"({time.perf_counter() - start:.1f} s)", flush=True)
+    return pd.concat(frames, ignore_index=True)

@@ -36,6 +36,10 @@ lr: float = 0.003  # AdamW peak learning rate, Transformer (100 warmup steps, co
 lstm_lr: float = 0.003  # AdamW peak learning rate, LSTM | 0 < x < 1
 n_eval: int = 1280  # held-out prompts per model | x >= 100
 workers: int = 2  # models trained in parallel on CPU, one single-threaded process each | x >= 1
+llm_functions: int = 20  # fresh conjunctions per seed for the SmolLM2 arm | x >= 1
+llm_n_dims: int = 5  # input dimension of the SmolLM2 prompts (the authors' LLM runs: 5) | 1 <= x <= 7
+llm_n_points: int = 50  # labelled points per SmolLM2 prompt (the authors': 50) | x >= 3
+llm_batch_size: int = 4  # SmolLM2 prompts per forward pass | x >= 1
 
 # %%
 import matplotlib.pyplot as plt
@@ -44,9 +48,10 @@ import seaborn as sns
 import torch
 
 from papers.icl_boolean import TITLE, URL
-from papers.icl_boolean.analysis import (decide_conjunction, decide_lstm, decide_sparse_parity,
-                                         decide_teaching, summary)
-from papers.icl_boolean.experiment import ModelSpec, make_claims, run_grid
+from papers.icl_boolean.analysis import (LLM_LEARNERS, decide_conjunction, decide_llm, decide_lstm,
+                                         decide_sparse_parity, decide_teaching, llm_function_accuracy,
+                                         llm_label_mass, summary)
+from papers.icl_boolean.experiment import ModelSpec, make_claims, run_grid, run_llm_arm
 from shared.device import pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
@@ -89,6 +94,25 @@ runs
 post_teach.groupby(["task", "learner"])["accuracy"].agg(["mean", "min", "max"]).reset_index()
 
 # %% [markdown]
+# ## The LLM arm: SmolLM2 on fresh conjunctions
+# SmolLM2-135M-Instruct reads `llm_functions` fresh conjunctions per seed (n = `llm_n_dims`, the authors'
+# LLM sampler) as text in the authors' format; one forward pass per prompt gives its label prediction at
+# every query (the more probable of the digits "0" and "1"). Nearest neighbour, the elimination learner and
+# the constant -1 predictor see the same prompts. The model is the same for every seed; the seeds only draw
+# the functions. It runs with `workers` torch threads (the cores the training workers used).
+
+# %%
+from shared.lm import load_smollm2
+
+torch.set_num_threads(max(1, workers))
+lm, tokenizer = load_smollm2(device)
+llm_table = run_llm_arm(lm, tokenizer, seeds, llm_n_dims, llm_n_points, llm_functions, batch_size=llm_batch_size,
+                        device=device, progress=progress)
+del lm
+llm_accuracy = llm_function_accuracy(llm_table)
+llm_accuracy.groupby("seed")[list(LLM_LEARNERS)].mean()
+
+# %% [markdown]
 # ## Verdicts
 
 # %%
@@ -97,6 +121,7 @@ decide_conjunction(claims["conjunction_matches_optimal"], curves)
 decide_sparse_parity(claims["sparse_parity_fails"], curves)
 decide_teaching(claims["teaching_sequence_helps"], curves, post_teach)
 decide_lstm(claims["lstm_worse_than_transformer"], curves)
+decide_llm(claims["llm_competes_with_nearest_neighbour"], llm_table)
 pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
                "ci_high": c.measured.ci_high, "verdict": c.verdict, "detail": c.detail}
               for c in claims.values()])
@@ -127,6 +152,25 @@ for ax in grid.axes.flat:
 savefig(grid.figure, out / "accuracy_vs_examples.png")
 
 # %% [markdown]
+# ## Figure: SmolLM2 against the classical learners on the same prompts
+# Accuracy at each query position, mean over functions (95% interval over functions, all seeds pooled).
+
+# %%
+llm_long = llm_table.melt(id_vars=["seed", "function", "position", "label"],
+                          value_vars=[f"pred_{name}" for name in LLM_LEARNERS], var_name="learner",
+                          value_name="prediction")
+llm_long["learner"] = llm_long["learner"].str.removeprefix("pred_")
+llm_long["accuracy"] = (llm_long["prediction"] == llm_long["label"]).astype(float)
+llm_palette = {"smollm2": cb[3], "nearest_neighbour": cb[6], "elimination": cb[2], "null": cb[7]}
+fig, ax = plt.subplots(figsize=(6.4, 3.6))
+sns.lineplot(data=llm_long, x="position", y="accuracy", hue="learner", hue_order=list(LLM_LEARNERS),
+             palette=llm_palette, errorbar=("ci", 95), seed=0, ax=ax)
+ax.set_xlabel("query position t")
+ax.set_title(f"SmolLM2-135M-Instruct in context, conjunctions n = {llm_n_dims} "
+             f"({llm_accuracy.shape[0]} functions)")
+savefig(fig, out / "llm_accuracy_vs_examples.png")
+
+# %% [markdown]
 # ## Write the results
 
 # %%
@@ -143,6 +187,10 @@ for r in table.itertuples():
         headline[f"{r.task}_{r.learner}_final_accuracy"] = r.final_accuracy
 for r in post_teach[post_teach["learner"] == "transformer"].groupby("task")["accuracy"].mean().items():
     headline[f"{r[0]}_transformer_post_teach_accuracy"] = r[1]
+llm_table.to_csv(out / "llm_predictions.csv", index=False, float_format="%.6g")
+for name, value in llm_accuracy[list(LLM_LEARNERS)].mean().items():
+    headline[f"llm_conjunction_{name}_accuracy"] = float(value)
+headline["llm_label_token_probability"] = llm_label_mass(llm_table)
 write_metrics(out, slug="icl_boolean", title=TITLE, url=URL, profile=profile, device=device, seeds=seeds,
               claims=list(claims.values()), headline=headline, params=snapshot(globals(), "icl_boolean"))
 for c in claims.values():

@@ -7,7 +7,8 @@ All samplers are vectorised numpy, deterministic given a ``numpy.random.Generato
 
 Classes (the authors' exact rules, re-implemented):
 
-- ``conjunction``: ``w in {0, +1, -1}^n`` i.i.d. with P = (0.7, 0.15, 0.15); ``k_w = ||w||_1 - 1``;
+- ``conjunction``: ``w in {0, +1, -1}^n`` i.i.d. with P = (0.7, 0.15, 0.15) (the authors' LLM evaluation,
+  ``src/bool_tasks_openai.py``, uses P = (0.5, 0.25, 0.25) for n <= 7: ``literal_probs``); ``k_w = ||w||_1 - 1``;
   ``y = sign(<x, w> - k_w)`` (+1 iff every literal of ``w`` holds). Inputs are uniform, except that each
   point independently with probability 0.3 is overwritten on ``supp(w)`` to satisfy the conjunction, so
   that labels are not almost all negative.
@@ -32,6 +33,8 @@ import numpy as np
 TASKS = ("conjunction", "sparse_parity", "teach_conjunction", "mono_conjunction")
 MONOTONE_TASKS = ("teach_conjunction", "mono_conjunction")
 SPARSE_PARITY_K = 2
+CONJUNCTION_LITERAL_PROBS = (0.7, 0.15, 0.15)  # P(w_i = 0), P(w_i = +1), P(w_i = -1)
+LLM_LITERAL_PROBS = (0.5, 0.25, 0.25)  # the authors' conjunction sampler for the LLM prompts (n <= 7)
 
 
 @dataclass
@@ -77,13 +80,20 @@ def teaching_sequence(w: np.ndarray) -> np.ndarray:
     return seq.astype(np.float32)
 
 
-def sample_prompts(task: str, batch: int, n_points: int, n_dims: int, rng: np.random.Generator) -> Prompts:
-    """Draw ``batch`` prompts of ``n_points`` labelled points from a fresh function each."""
+def sample_prompts(task: str, batch: int, n_points: int, n_dims: int, rng: np.random.Generator,
+                   literal_probs: tuple[float, float, float] = CONJUNCTION_LITERAL_PROBS) -> Prompts:
+    """Draw ``batch`` prompts of ``n_points`` labelled points from a fresh function each.
+
+    ``literal_probs`` (conjunction only): P(w_i = 0), P(w_i = +1), P(w_i = -1)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    if task != "conjunction" and tuple(literal_probs) != CONJUNCTION_LITERAL_PROBS:
+        raise ValueError(f"literal_probs applies to conjunction prompts only, not {task!r}")
+    if len(literal_probs) != 3 or min(literal_probs) < 0 or abs(sum(literal_probs) - 1) > 1e-9:
+        raise ValueError(f"literal_probs must be 3 probabilities summing to 1; got {literal_probs}")
     teach_len = np.zeros(batch, dtype=np.int64)
     if task == "conjunction":
-        w = rng.choice(np.array([0.0, 1.0, -1.0], dtype=np.float32), size=(batch, n_dims), p=[0.7, 0.15, 0.15])
+        w = rng.choice(np.array([0.0, 1.0, -1.0], dtype=np.float32), size=(batch, n_dims), p=list(literal_probs))
         xs = _force_satisfying(rng, _uniform_inputs(rng, batch, n_points, n_dims), w, 0.3)
         return Prompts(xs, conjunction_labels(xs, w), w, teach_len)
     if task == "sparse_parity":
