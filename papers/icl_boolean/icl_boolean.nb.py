@@ -162,12 +162,14 @@ llm_long = llm_table.melt(id_vars=["seed", "function", "position", "label"],
 llm_long["learner"] = llm_long["learner"].str.removeprefix("pred_")
 llm_long["accuracy"] = (llm_long["prediction"] == llm_long["label"]).astype(float)
 llm_palette = {"smollm2": cb[3], "nearest_neighbour": cb[6], "elimination": cb[2], "null": cb[7]}
-fig, ax = plt.subplots(figsize=(6.4, 3.6))
+fig, ax = plt.subplots(figsize=(7.6, 3.6))
 sns.lineplot(data=llm_long, x="position", y="accuracy", hue="learner", hue_order=list(LLM_LEARNERS),
              palette=llm_palette, errorbar=("ci", 95), seed=0, ax=ax)
 ax.set_xlabel("query position t")
+sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 ax.set_title(f"SmolLM2-135M-Instruct in context, conjunctions n = {llm_n_dims} "
              f"({llm_accuracy.shape[0]} functions)")
+fig.tight_layout()
 savefig(fig, out / "llm_accuracy_vs_examples.png")
 
 # %% [markdown]

@@ -201,7 +201,7 @@ g = sns.catplot(data=plot, x="split", y="ap", hue="method", col="arm", kind="bar
 for ax, arm in zip(g.axes.flat, g.col_names):
     sns.stripplot(data=plot[plot["arm"] == arm], x="split", y="ap", hue="method", dodge=True, ax=ax,
                   hue_order=list(LABELS.values()), legend=False, palette=dict.fromkeys(LABELS.values(), "k"),
-                  size=4)
+                  size=4, jitter=False)  # no random jitter: the figure is byte-stable across reruns
 g.set_axis_labels("test split", "average precision")
 g.set_titles("{col_name}")
 savefig(g.figure, out / "ap_by_method.png")
