@@ -21,12 +21,13 @@ setup: $(STAMP)
 # The lock is a complete `pip freeze`, so it is installed as it is (--no-deps): no dependency resolution,
 # which with a lock this size can backtrack for many minutes (and download CUDA builds of torch) as soon as
 # one pin is not installable; `pip check` then verifies that the pins are consistent.
-# Python >= 3.11.5: some pins (e.g. soupsieve 4.1.3) require it, and Debian 12's python3 is 3.11.2.
+# Python >= 3.11.5 (checked on the venv's own interpreter, which may predate PYTHON): some pins (e.g.
+# soupsieve 4.1.3) require it, and Debian 12's python3 is 3.11.2.
 $(STAMP): pyproject.toml requirements.lock
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11, 5))' || { echo "make setup: $(PYTHON) is \
-	Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the pinned packages need \
-	Python >= 3.11.5 (e.g. make setup PYTHON=/path/to/python3.11)" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11, 5))' || { echo "make setup: $(VENV) \
+	uses Python $$($(BIN)/python -c 'import platform; print(platform.python_version())'); the pinned packages \
+	need Python >= 3.11.5 (rm -rf $(VENV); make setup PYTHON=/path/to/python3.11)" >&2; exit 1; }
 	$(BIN)/pip install --quiet $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) torch==2.13.0
 	$(BIN)/pip install --quiet --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet --no-deps -e .

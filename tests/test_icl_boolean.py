@@ -335,12 +335,16 @@ def test_encode_points_at_the_token_before_each_label_digit():
         encode(CharTokenizer(merge=["0\n"]), p)  # the digit of label 2 merges with the newline after it
 
 
+def one_prompt(n_points, n_dims, rng):
+    q = sample_prompts("conjunction", 1, n_points, n_dims, rng)
+    return prompt_text(q.xs[0], q.ys[0])
+
+
 def test_encode_with_the_smollm2_tokenizer():
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(SMOLLM2_DIR)
-    p = prompt_text(sample_prompts("conjunction", 1, 12, 5, np.random.default_rng(0)).xs[0],
-                    sample_prompts("conjunction", 1, 12, 5, np.random.default_rng(0)).ys[0])
+    p = one_prompt(12, 5, np.random.default_rng(0))
     ids, pos = encode(tok, p)
     assert len(pos) == 12
     for j, c in zip(pos, p.label_chars):
@@ -359,8 +363,7 @@ def test_label_logprobs_match_per_query_prompts_and_do_not_depend_on_the_batch()
     tok = CharTokenizer()
     model = _tiny_lm(256)
     rng = np.random.default_rng(1)
-    prompts = [prompt_text(*(lambda q: (q.xs[0], q.ys[0]))(sample_prompts("conjunction", 1, 4, n, rng)))
-               for n in (3, 5, 4)]  # different lengths: padding is exercised
+    prompts = [one_prompt(4, n, rng) for n in (3, 5, 4)]  # different lengths: padding is exercised
     lp0, lp1 = label_logprobs(model, tok, prompts, batch_size=3)
     s0, s1 = label_logprobs(model, tok, prompts, batch_size=1)
     assert lp0.shape == (3, 4)
