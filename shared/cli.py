@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _warn_shadowed(args.slug, args.profile)
     try:
         result = run_paper(args.slug, profile=args.profile, overrides=overrides, device=args.device,
-                           out_dir=args.out, progress=not args.quiet)
+                           out_dir=args.out, progress=not args.quiet, force=args.force)
     except RunError as exc:
         print(f"papers run: FAILED {exc}", file=sys.stderr)
         return 1
@@ -221,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override one parameter (YAML value); repeatable")
         p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
         if name == "run":
-            p.add_argument("--out", default=None, help="destination directory (default results/SLUG)")
+            p.add_argument("--out", default=None,
+                           help="destination directory, replaced as a whole (default: results/SLUG for the "
+                                "pipeline's profile without --set, else scratch/runs/SLUG/PROFILE)")
+            p.add_argument("--force", action="store_true",
+                           help="allow --out to replace a directory that is not a previous run's output")
             p.add_argument("--quiet", action="store_true", help="no progress output")
         p.set_defaults(func=func)
 

@@ -73,10 +73,14 @@ def closure(files: list[Path], root: Path) -> set[Path]:
 
 
 def stage_code_deps(slug: str) -> list[str]:
-    """Repository-relative paths of every code file the stage of ``slug`` executes, sorted."""
+    """Repository-relative paths of every code file the stage of ``slug`` executes, and its claim
+    registry (the claims' text and rules are inputs of the verdicts), sorted."""
     root = paths.repo_root()
     pdir = root / "papers" / slug
     own = sorted(pdir.glob("*.py"))  # modules and the <slug>.nb.py notebook
     files = closure(own + [root / RUNNER_ROOT], root)
     files |= set(own)
+    registry = pdir / "claims.yaml"
+    if registry.exists():
+        files.add(registry)
     return sorted(str(p.relative_to(root)) for p in files)

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import paths
+from shared.claims import RegistryError, load_claims, registry_path
 from shared.metrics import MetricsError, load_metrics
 from shared.params import ParamError, load_params_file, read_notebook_params, resolve
 
@@ -65,15 +66,74 @@ class RunResult:
 
 def prepare(slug: str, profile: str = "small", overrides: dict[str, Any] | None = None,
             device: str = "auto") -> dict[str, Any]:
-    """Resolve and validate a paper's parameters without running anything (the runner's first step)."""
+    """Resolve and validate a paper's parameters and its claim registry without running anything (the
+    runner's first step)."""
     root = paths.repo_root()
     if slug not in paths.list_papers():
         known = ", ".join(paths.list_papers()) or "none"
         raise ParamError(f"unknown paper {slug!r} (papers: {known})")
     if not DEVICE_CHOICES.match(device):
         raise ParamError(f"{slug}: device must be auto, cpu, mps, cuda or cuda:N; got {device!r}")
+    try:
+        load_claims(slug)
+    except RegistryError as exc:
+        raise ParamError(str(exc)) from None
     specs = read_notebook_params(paths.notebook_path(slug))
     return resolve(specs, load_params_file(root / "params.yaml"), slug, profile, overrides)
+
+
+def pipeline_profile() -> str:
+    """The profile ``dvc repro`` runs: the tracked ``profile`` key of params.yaml."""
+    return str(load_params_file(paths.repo_root() / "params.yaml").get("profile", "small"))
+
+
+def default_destination(slug: str, profile: str, overrides: dict[str, Any] | None) -> Path:
+    """Where a run without ``--out`` writes. The pipeline's own run (params.yaml's profile, no overrides:
+    what a DVC stage calls) writes ``results/<slug>``; any other run goes to ``scratch/runs/<slug>/...`` so
+    that it never replaces the committed results silently."""
+    if profile == pipeline_profile() and not overrides:
+        return paths.results_dir(slug)
+    name = profile + ("-custom" if overrides else "")
+    return paths.repo_root() / "scratch" / "runs" / slug / name
+
+
+def is_run_output(path: Path) -> bool:
+    """Whether ``path`` holds a previous run's output: the runner's ``runtime.json`` beside a metrics file."""
+    try:
+        runtime = json.loads((path / "runtime.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(runtime, dict) and "wall_time_s" in runtime and (path / "metrics.json").is_file()
+
+
+def check_destination(dest: Path, slug: str, force: bool = False) -> None:
+    """Refuse a destination the run would destroy, before any compute (one-line :class:`ParamError`).
+
+    The destination directory is replaced as a whole, so it must be the paper's own results directory,
+    a previous run's output, an empty or absent directory, or (with ``force``) another directory. The
+    repository root and its ancestors are refused even with ``force``.
+    """
+    dest = dest.resolve()
+    root = paths.repo_root().resolve()
+    if dest == root or dest in root.parents:
+        raise ParamError(f"{slug}: refusing --out {dest}: it is the repository or a directory that contains "
+                         "it; choose a new or empty directory")
+    if dest.exists() and not dest.is_dir():
+        raise ParamError(f"{slug}: refusing --out {dest}: it is a file, not a directory")
+    if dest == paths.results_dir(slug).resolve() or not dest.exists():
+        return
+    if dest.parent == root or any(p == root / ".git" for p in (dest, *dest.parents)):
+        raise ParamError(f"{slug}: refusing --out {dest}: a top-level directory of the repository (or .git) "
+                         "is not an output directory")
+    contents = [p.name for p in dest.iterdir() if p.name != ".gitignore"]
+    if contents and not is_run_output(dest) and not force:
+        shown = ", ".join(sorted(contents)[:3]) + (", ..." if len(contents) > 3 else "")
+        raise ParamError(f"{slug}: refusing --out {dest}: it holds files that are not a previous run's output "
+                         f"({shown}); the run replaces the whole directory. Choose a new directory, or pass "
+                         "--force to replace it")
+    writable_parent = dest.parent
+    if not os.access(writable_parent, os.W_OK):
+        raise ParamError(f"{slug}: cannot write to {writable_parent} (permission denied); choose another --out")
 
 
 def format_cell_error(exc: Exception, notebook_hint: str = "") -> str:
@@ -119,12 +179,19 @@ def run_paper(
     device: str = "auto",
     out_dir: str | Path | None = None,
     progress: bool = True,
+    force: bool = False,
 ) -> RunResult:
-    """Execute ``slug``'s notebook and install its outputs in ``out_dir`` (default ``results/<slug>``)."""
+    """Execute ``slug``'s notebook and install its outputs in ``out_dir`` (default: see
+    :func:`default_destination`); ``force`` allows replacing a directory that is not a run's output."""
     values = prepare(slug, profile, overrides, device)
     root = paths.repo_root()
-    dest = Path(out_dir).resolve() if out_dir else paths.results_dir(slug)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest = Path(out_dir).resolve() if out_dir else default_destination(slug, profile, overrides)
+    check_destination(dest, slug, force=force)
+    registry = registry_state(slug)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ParamError(f"{slug}: cannot create {dest.parent}: {exc.strerror}") from None
     failed_nb = dest.with_name(f"{dest.name}.FAILED.ipynb")
     for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -180,6 +247,7 @@ def run_paper(
             "device": metrics["device"],
             "cpu_count": os.cpu_count(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "registry": registry,
         }
         (tmp / "runtime.json").write_text(json.dumps(runtime, indent=2) + "\n")
         _replace_dir(tmp, dest)
@@ -189,6 +257,28 @@ def run_paper(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return RunResult(slug, profile, dest, wall, metrics)
+
+
+def registry_state(slug: str) -> dict[str, Any]:
+    """Evidence of pre-registration taken when the run starts: the commit checked out and whether the
+    claim registry was committed unchanged in it (``papers prereg`` uses this for results not yet
+    committed). Outside a git checkout both are null."""
+    import subprocess
+
+    root = paths.repo_root()
+    rel = str(registry_path(slug).relative_to(root))
+
+    def git(*args: str) -> str | None:
+        try:
+            res = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    head = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--", rel)
+    committed = None if head is None or status is None else status == ""
+    return {"path": rel, "head": head, "committed": committed}
 
 
 def verdict_line(metrics: dict[str, Any]) -> str:
