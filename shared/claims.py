@@ -138,15 +138,15 @@ def verdict_rule(kind: str, rule: Rule, measured: Measurement, gate: Gate | None
     if position == "missing":
         return undecided, "no interval: the statistic could not be measured with an uncertainty", control_meets
     if position == "short":
-        return bad, f"interval falls short of the criterion ({rule.describe()})", control_meets
+        return bad, f"interval falls short of the criterion, which needs {rule.describe()}", control_meets
     if position == "straddles":
-        return undecided, f"interval straddles the criterion's boundary ({rule.describe()})", control_meets
+        return undecided, f"interval straddles the boundary of the criterion, which needs {rule.describe()}", control_meets
     if control is not None and control_meets is None:
         return undecided, "the control could not be measured with an interval", control_meets
     if control_meets:
         return undecided, ("the control meets the criterion too, so the criterion does not discriminate: "
                            f"{control.detail}"), control_meets
-    return ok, f"interval meets the criterion ({rule.describe()})", control_meets
+    return ok, f"interval meets the criterion: {rule.describe()}", control_meets
 
 
 @dataclass

@@ -242,7 +242,10 @@ def validate_metrics(record: dict[str, Any]) -> None:
         m = c["measured"]
         if None not in (m["value"], m["ci_low"], m["ci_high"]) and not m["ci_low"] <= m["ci_high"]:
             raise MetricsError(f"metrics.json claim {c['id']}: ci_low > ci_high")
-        expected = recompute_verdict(c)
+        try:
+            expected = recompute_verdict(c)
+        except (TypeError, ValueError) as exc:
+            raise MetricsError(f"metrics.json claim {c['id']}: cannot apply the verdict rule ({exc})") from None
         if c["verdict"] != expected:
             raise MetricsError(f"metrics.json claim {c['id']}: verdict {c['verdict']!r} is not what the "
                                f"shared rule gives ({expected!r})")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import io
+import math
 import re
 import tokenize
 from dataclasses import dataclass
@@ -177,6 +178,11 @@ def validate(specs: dict[str, ParamSpec], values: dict[str, Any], paper: str) ->
             raise ParamError(
                 f"{paper}: parameter {name!r} must be {spec.type}, got {_describe(raw)}"
             ) from None
+        value = resolved[name]
+        floats = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in floats) and "inf" not in (spec.check or ""):
+            raise ParamError(f"{paper}: parameter {name!r} = {value!r} is not finite (only a parameter whose "
+                             "constraint names inf accepts inf or nan)")
     for name, spec in specs.items():
         if not spec.check:
             continue
@@ -210,8 +216,16 @@ def parse_set_options(items: list[str]) -> dict[str, Any]:
 
 
 def load_params_file(path: Path) -> dict[str, Any]:
-    with open(path) as fh:
-        data = yaml.load(fh, Loader=YamlLoader) or {}
+    try:
+        with open(path) as fh:
+            data = yaml.load(fh, Loader=YamlLoader) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ParamError(f"{path}{at}: not valid YAML ({problem})") from None
+    except OSError as exc:
+        raise ParamError(f"{path}: cannot read ({exc.strerror})") from None
     if not isinstance(data, dict):
         raise ParamError(f"{path}: top level must be a mapping")
     return data

@@ -79,7 +79,52 @@ def prepare(slug: str, profile: str = "small", overrides: dict[str, Any] | None 
     except RegistryError as exc:
         raise ParamError(str(exc)) from None
     specs = read_notebook_params(paths.notebook_path(slug))
-    return resolve(specs, load_params_file(root / "params.yaml"), slug, profile, overrides)
+    values = resolve(specs, load_params_file(root / "params.yaml"), slug, profile, overrides)
+    check_data(slug)
+    check_device(slug, device)
+    return values
+
+
+def stage_data_deps(slug: str) -> list[str]:
+    """The ``data/<name>`` inputs the paper's DVC stage declares (fetched by the data stages)."""
+    import yaml
+
+    try:
+        stages = yaml.safe_load((paths.repo_root() / "dvc.yaml").read_text())["stages"]
+    except (OSError, KeyError, TypeError, yaml.YAMLError):
+        return []
+    deps = (stages.get(slug) or {}).get("deps") or []
+    return [d for d in deps if isinstance(d, str) and d.startswith("data/") and d != "data/sources.yaml"]
+
+
+def check_data(slug: str) -> None:
+    """Every fetched input the stage declares is present (not an empty directory), before the kernel starts."""
+    root = paths.repo_root()
+    for dep in stage_data_deps(slug):
+        path = root / dep
+        if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+            name = Path(dep).name
+            raise ParamError(f"{slug}: input {dep} is missing: run `make data` (or `dvc repro data_{name}`; "
+                             "offline, set REPLICATIONS_DATA_MIRROR to the dataset mirror first)")
+
+
+def check_device(slug: str, device: str) -> None:
+    """An explicitly requested accelerator exists (``auto`` falls back to the CPU by itself)."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ParamError(f"{slug}: --device {device} asked for, but CUDA is not available on this machine "
+                             "(use --device auto or cpu)")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ParamError(f"{slug}: --device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif device == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise ParamError(f"{slug}: --device mps asked for, but MPS is not available on this machine "
+                             "(use --device auto or cpu)")
 
 
 def pipeline_profile() -> str:
@@ -195,7 +240,10 @@ def run_paper(
     failed_nb = dest.with_name(f"{dest.name}.FAILED.ipynb")
     for stale in dest.parent.glob(f".{dest.name}.tmp-*"):
         shutil.rmtree(stale, ignore_errors=True)
-    tmp = paths.make_tmpdir(dest.parent, f".{dest.name}.tmp-")
+    try:
+        tmp = paths.make_tmpdir(dest.parent, f".{dest.name}.tmp-")
+    except OSError as exc:
+        raise ParamError(f"{slug}: cannot write in {dest.parent} ({exc.strerror}); choose another --out") from None
 
     import jupytext
     import papermill
@@ -212,7 +260,9 @@ def run_paper(
     injected = {**values, "profile": profile, "device": device, "output_dir": str(tmp),
                 "progress": progress}
     executed = tmp / "notebook.ipynb"
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    # SIGTERM and SIGHUP (a closed terminal) end the run like Ctrl-C: the finally clause removes the
+    # temporary directory and the destination is left as it was.
+    previous = {sig: signal.signal(sig, _terminate_as_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     start = time.perf_counter()
     started_at = datetime.now(timezone.utc)
     try:
@@ -253,7 +303,8 @@ def run_paper(
         _replace_dir(tmp, dest)
         failed_nb.unlink(missing_ok=True)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return RunResult(slug, profile, dest, wall, metrics)
@@ -277,7 +328,8 @@ def registry_state(slug: str) -> dict[str, Any]:
 
     head = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--", rel)
-    committed = None if head is None or status is None else status == ""
+    in_head = git("cat-file", "-e", f"HEAD:{rel}") is not None
+    committed = None if head is None or status is None else (status == "" and in_head)
     return {"path": rel, "head": head, "committed": committed}
 
 
