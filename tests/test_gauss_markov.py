@@ -7,11 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from papers.gauss_markov.analysis import decide_blue, decide_bounded, decide_limits, variance_log_ratios
-from papers.gauss_markov.method import (U, Design, GaussMarkovFunctor, LSBounds, check_functoriality,
-                                        check_limits, check_unit_counit, forward_functor, gamma,
-                                        gauss_markov_variances, gradient_descent, make_claims, real_design,
+from papers.gauss_markov.analysis import (evaluate_blue, evaluate_bounded, evaluate_limits, variance_log_ratios,
+                                          worst_case_measurement)
+from papers.gauss_markov.method import (RIDGE_CONTROL, U, Design, GaussMarkovFunctor, LSBounds,
+                                        check_functoriality, check_limits, check_unit_counit, forward_functor,
+                                        gamma, gauss_markov_variances, gradient_descent, real_design,
                                         residual_error_bound, synthetic_design)
+from shared.claims import load_claims
 
 
 def test_gamma():
@@ -118,15 +120,36 @@ def test_variances_exact_and_unbiased():
     v = gauss_markov_variances(d, 4000, 0.5, np.random.default_rng(0))
     assert v["ols"]["exact_total_variance"] == pytest.approx(0.25 * np.trace(np.linalg.inv(d.X.T @ d.X)))
     for name, row in v.items():
+        if name == RIDGE_CONTROL:  # the control: biased, and of smaller variance than OLS
+            assert row["unbiased"] > 1e-3
+            assert row["exact_total_variance"] < v["ols"]["exact_total_variance"]
+            continue
         assert row["unbiased"] < 1e-10  # A X = I: linear unbiased
         assert row["exact_total_variance"] >= v["ols"]["exact_total_variance"] * (1 - 1e-12)
         assert row["mc_total_variance"] == pytest.approx(row["exact_total_variance"], rel=0.1)
 
 
-# --- verdict rules on synthetic tables -------------------------------------------------------------------
+# --- verdicts on synthetic tables (the shared rule, through the registry) ---------------------------------
 
 def _claims():
-    return {c.id: c for c in make_claims()}
+    return load_claims("gauss_markov")
+
+
+def test_registry_is_all_checks():
+    claims = _claims()
+    assert all(c.kind == "check" for c in claims.values())  # the paper makes no empirical prediction
+    assert list(claims) == ["functoriality_worst_ratio", "variation_correspondence_worst_ratio",
+                            "unit_counit_worst_ratio", "limit_preservation_worst_ratio",
+                            "gauss_markov_blue_worst_case"]
+
+
+def test_worst_case_measurement():
+    m = worst_case_measurement([0.5, 0.3, 0.9], "max", "u", "largest ratio")
+    assert (m.value, m.ci_low, m.ci_high, m.n) == (0.9, 0.3, 0.9, 3)
+    m = worst_case_measurement([0.2, -0.1], "min", "u", "smallest log ratio")
+    assert (m.value, m.ci_low, m.ci_high) == (-0.1, -0.1, 0.2)
+    with pytest.raises(ValueError):
+        worst_case_measurement([], "max", "u", "x")
 
 
 def _ratios(values, group="functoriality"):
@@ -134,13 +157,17 @@ def _ratios(values, group="functoriality"):
                          for s, row in enumerate(values) for k, r in enumerate(row)])
 
 
-def test_decide_bounded():
-    ok = decide_bounded(_claims()["functoriality"], _ratios([[0.1, 0.5], [0.2, 0.3], [0.4, 0.9]]), "functoriality")
-    assert ok.verdict == "reproduced" and ok.measured.value == pytest.approx((0.5 + 0.3 + 0.9) / 3)
-    bad = decide_bounded(_claims()["functoriality"], _ratios([[0.1, 0.5], [0.2, 1.5], [0.4, 0.9]]), "functoriality")
-    assert bad.verdict == "not_reproduced" and "1.5" in bad.detail
+def test_bounded_checks():
+    ok = evaluate_bounded(_claims()["functoriality_worst_ratio"], _ratios([[0.1, 0.5], [0.2, 0.3], [0.4, 0.9]]))
+    assert ok.verdict == "passed"
+    assert (ok.measured.value, ok.measured.ci_low, ok.measured.ci_high) == (0.9, 0.3, 0.9)
+    # one seed over its bound: the range [0.5, 1.5] straddles 1 -> failed (a check fails unless it passes)
+    bad = evaluate_bounded(_claims()["functoriality_worst_ratio"], _ratios([[0.1, 0.5], [0.2, 1.5], [0.4, 0.9]]))
+    assert bad.verdict == "failed" and "1.5" in bad.detail and "straddles" in bad.reason
+    worse = evaluate_bounded(_claims()["functoriality_worst_ratio"], _ratios([[1.1], [2.0], [1.3]]))
+    assert worse.verdict == "failed" and "short" in worse.reason
     with pytest.raises(ValueError):
-        decide_bounded(_claims()["unit_counit"], _ratios([[0.1]]), "unit_counit")
+        evaluate_bounded(_claims()["unit_counit_worst_ratio"], _ratios([[0.1]]))
 
 
 def _traj(reached):
@@ -148,26 +175,34 @@ def _traj(reached):
                           "floor_reached": reached} for s in range(3) for t in (1, 10)])
 
 
-def test_decide_limits():
+def test_limits_gate():
     ratios = _ratios([[0.5], [0.9], [0.7]], group="limit_preservation")
-    assert decide_limits(_claims()["limit_preservation"], ratios, _traj(True)).verdict == "reproduced"
-    assert decide_limits(_claims()["limit_preservation"], ratios, _traj(False)).verdict == "inconclusive"
+    c = evaluate_limits(_claims()["limit_preservation_worst_ratio"], ratios, _traj(True))
+    assert c.verdict == "passed" and c.gate.passed and c.measured.value == 0.9
+    c = evaluate_limits(_claims()["limit_preservation_worst_ratio"], ratios, _traj(False))
+    assert c.verdict == "failed" and not c.gate.passed and c.reason.startswith("gate failed")
     worse = _ratios([[0.5], [1.1], [0.7]], group="limit_preservation")
-    assert decide_limits(_claims()["limit_preservation"], worse, _traj(False)).verdict == "not_reproduced"
+    assert evaluate_limits(_claims()["limit_preservation_worst_ratio"], worse, _traj(True)).verdict == "failed"
 
 
-def _variances(factor):
+def _variances(factor, ridge=0.5):
     rows = []
     for s in range(4):
-        for est, v in (("ols", 1.0), ("wls_random_weights", factor * (1 + 0.01 * s)), ("ls_half_rows", 2.0)):
+        for est, v in (("ols", 1.0), ("wls_random_weights", factor * (1 + 0.01 * s)), ("ls_half_rows", 2.0),
+                       (RIDGE_CONTROL, ridge)):
             rows.append({"seed": s, "design": "d", "kappa": 1.0, "estimator": est, "mc_total_variance": v,
                          "exact_total_variance": v, "unbiased": 0.0})
     return pd.DataFrame(rows)
 
 
-def test_decide_blue_and_log_ratios():
+def test_blue_and_its_control():
     lr = variance_log_ratios(_variances(1.2))
-    assert set(lr["alternative"]) == {"wls_random_weights", "ls_half_rows"}
+    assert set(lr["alternative"]) == {"wls_random_weights", "ls_half_rows"}  # the control is not an alternative
     assert lr.loc[lr["alternative"] == "ls_half_rows", "log_ratio"].tolist() == pytest.approx([np.log(2.0)] * 4)
-    assert decide_blue(_claims()["gauss_markov_blue"], _variances(1.2)).verdict == "reproduced"
-    assert decide_blue(_claims()["gauss_markov_blue"], _variances(0.8)).verdict == "not_reproduced"
+    c = evaluate_blue(_claims()["gauss_markov_blue_worst_case"], _variances(1.2))
+    assert c.verdict == "passed" and c.measured.value == pytest.approx(np.log(1.2))
+    assert c.control.measured.value == pytest.approx(np.log(0.5)) and c.control_meets is False
+    assert evaluate_blue(_claims()["gauss_markov_blue_worst_case"], _variances(0.8)).verdict == "failed"
+    # a control that meets the criterion (a "ridge" of larger variance) makes the check fail: no discrimination
+    c = evaluate_blue(_claims()["gauss_markov_blue_worst_case"], _variances(1.2, ridge=1.5))
+    assert c.verdict == "failed" and c.control_meets is True

@@ -1,5 +1,5 @@
 """The linear algebra under the Gauss-Markov adjunction (Kamiura 2025), checked in floating point with
-tolerances derived from rounding-error bounds; and the pre-registered claims.
+tolerances derived from rounding-error bounds. The claims are registered in ``claims.yaml``.
 
 The paper's construction (Sec. 3, v1): a category **Prm** of parameter vectors a in R^m whose morphisms are
 translations ``+delta_a``, a category **Data** of data vectors y in R^n whose morphisms are translations
@@ -39,8 +39,6 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.linalg import solve_triangular
 
-from shared.metrics import Claim
-
 U = np.finfo(np.float64).eps / 2  # unit roundoff 2^-53
 
 
@@ -51,65 +49,7 @@ def gamma(k: int | float) -> float:
     return k * U / (1 - k * U)
 
 
-# --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
-
-CLAIMS = {
-    "functoriality": dict(
-        statement="The forward functor F (a |-> Xa) sends each parameter translation +delta to the data "
-                  "translation +X delta and preserves composition: F(delta1 + delta2) = F(delta1) + F(delta2).",
-        criterion="On every dataset and seed, for random a, delta1, delta2: every component of both identities "
-                  "agrees to within its rigorous componentwise rounding bound (Higham's gamma_k model). "
-                  "Reproduced if the largest error/bound ratio is <= 1; not_reproduced otherwise.",
-        paper_value="proved (Sec. 3: F is a functor)",
-    ),
-    "variation_correspondence": dict(
-        statement="Variations of parameters and of residuals correspond: along learning, each residual "
-                  "increment equals -X times the parameter increment.",
-        criterion="Along full-batch gradient descent (step 1/L) on every dataset and seed, every component of "
-                  "delta_r_t + X delta_a_t at every step is within its rigorous rounding bound. Reproduced if "
-                  "the largest ratio is <= 1; not_reproduced otherwise.",
-        paper_value="proved (the dual flow of information between parameters and residuals)",
-    ),
-    "unit_counit": dict(
-        statement="The unit of the adjunction is the identity (X^+ X = I), the counit is the minimum residual "
-                  "r* = (I - XX^+) y with G(counit) = 0 (X^T r* = 0), residuals correspond to parameter "
-                  "variations (X^+ (y - Xa) = X^+ y - a), the residual splits as ||y - Xa||^2 = "
-                  "||X(a - Gy)||^2 + ||r*||^2, and G(y) is the OLS estimator.",
-        criterion="On every dataset and seed (condition numbers 1 to 1e8 and two scikit-learn datasets), "
-                  "each identity holds within its bound: rigorous rounding bounds for products and sums, and "
-                  "Householder-QR backward error gamma~_{mn} (c = 1) propagated by least-squares "
-                  "perturbation theory (kappa_2(X)) for quantities that involve the solve; G(y) is compared "
-                  "with scikit-learn's LinearRegression wherever that treats X as full rank (its rank_ = m). "
-                  "Reproduced if the largest ratio is <= 1; not_reproduced otherwise.",
-        paper_value="proved (Sec. 4: the Gauss-Markov adjunction, its unit and counit)",
-    ),
-    "limit_preservation": dict(
-        statement="The OLS estimator and the minimum residual are related by the right adjoint preserving "
-                  "limits: the learning trajectory a_t -> G(y) and r_t -> r*.",
-        criterion="Gradient descent with step 1/L on every dataset with kappa_2(X) <= gd_max_condition: at "
-                  "every recorded step, ||a_t - G(y)|| <= rho^t ||a_0 - G(y)|| + floor and the same for "
-                  "||r_t - r*|| (rho = 1 - mu/L, floor = accumulated rounding of the iteration plus the "
-                  "solver's forward error), and the final error reaches the floor (rho^T < floor ratio). "
-                  "Reproduced if every ratio error / (rate bound + floor) is <= 1 and the runs are long "
-                  "enough to reach the floor; not_reproduced if a ratio exceeds 1; inconclusive if the "
-                  "floor is not reached.",
-        paper_value="proved (preservation of limits by the right adjoint)",
-    ),
-    "gauss_markov_blue": dict(
-        statement="(Background, the theorem the adjunction is named after; not a new claim of the paper.) "
-                  "The OLS estimator G(y) has the smallest total variance among linear unbiased estimators.",
-        criterion="Monte-Carlo with homoscedastic Gaussian noise on every dataset: per seed, the smallest "
-                  "log(total variance of an alternative / total variance of OLS) over the alternatives "
-                  "(weighted LS with random weights, LS on a random half of the rows). Reproduced if the t "
-                  "interval over seeds of the per-seed minimum (over datasets too) lies above 0; "
-                  "not_reproduced if it lies below 0; inconclusive otherwise.",
-        paper_value="classical (Gauss-Markov theorem)",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
+RIDGE_CONTROL = "ridge_control"  # the biased estimator of the Gauss-Markov check's control
 
 
 # --- designs ---------------------------------------------------------------------------------------------
@@ -430,7 +370,8 @@ def check_limits(design: Design, steps: int, n_record: int, rng: np.random.Gener
 
 def gauss_markov_variances(design: Design, n_draws: int, noise: float, rng: np.random.Generator) -> dict:
     """Monte-Carlo total variance (trace of the covariance over draws) of OLS and of two other linear unbiased
-    estimators A y (A X = I): weighted LS with weights ~ U(0.5, 2) and LS on a random half of the rows;
+    estimators A y (A X = I): weighted LS with weights ~ U(0.5, 2) and LS on a random half of the rows; and
+    of the control ``RIDGE_CONTROL``, ridge with lambda = sigma_min(X)^2 (linear, biased: A X != I);
     y = X beta + noise * N(0, I) with beta the OLS fit of the design's own y. Also the exact traces
     noise^2 tr(A A^T)."""
     X = design.X
@@ -447,6 +388,10 @@ def gauss_markov_variances(design: Design, n_draws: int, noise: float, rng: np.r
     half = np.zeros((m, n))
     half[:, rows] = GaussMarkovFunctor.of(X[rows]).pinv()
     estimators["ls_half_rows"] = half
+    # the control: ridge with lambda = sigma_min(X)^2, linear but biased (outside the theorem's class)
+    s = np.linalg.svd(X, compute_uv=False)
+    lam = float(s[-1] ** 2)
+    estimators[RIDGE_CONTROL] = np.linalg.solve(X.T @ X + lam * np.eye(m), X.T)
     out = {}
     for name, A in estimators.items():
         est = A @ Y  # (m, draws)
