@@ -200,7 +200,23 @@ def format_cell_error(exc: Exception, notebook_hint: str = "") -> str:
 
 
 def _terminate_as_interrupt(signum, frame):  # pragma: no cover - exercised via subprocess in tests
-    raise KeyboardInterrupt(f"signal {signum}")
+    # Kill the kernel first: if the client closed its sockets while the kernel still ran a cell, the kernel
+    # would print a traceback of its own on the way out.
+    _kill_children()
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def _kill_children() -> None:
+    """Kill this process's child processes (the notebook's kernel) at once, quietly."""
+    try:
+        import psutil
+    except ImportError:  # pragma: no cover - psutil is in the lock
+        return
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
 
 
 def _replace_dir(tmp: Path, dest: Path) -> None:
@@ -260,9 +276,10 @@ def run_paper(
     injected = {**values, "profile": profile, "device": device, "output_dir": str(tmp),
                 "progress": progress}
     executed = tmp / "notebook.ipynb"
-    # SIGTERM and SIGHUP (a closed terminal) end the run like Ctrl-C: the finally clause removes the
+    # Ctrl-C, SIGTERM and SIGHUP (a closed terminal) end the run alike: the finally clause removes the
     # temporary directory and the destination is left as it was.
-    previous = {sig: signal.signal(sig, _terminate_as_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, _terminate_as_interrupt)
+                for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     start = time.perf_counter()
     started_at = datetime.now(timezone.utc)
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import papers_cli
+from conftest import TOY_REGISTRY, make_toy_repo, papers_cli
 from shared.runner import format_cell_error
 
 
@@ -79,6 +79,7 @@ def _broken_repo(tmp_path: Path) -> Path:
     (root / "papers" / "__init__.py").write_text("")
     (paper / "__init__.py").write_text("")
     (paper / "broken_helper.py").write_text("def explode(x):\n    raise ValueError(f'x was {x}')\n")
+    (paper / "claims.yaml").write_text(TOY_REGISTRY)
     (paper / "broken.nb.py").write_text(
         '# %% tags=["parameters"]\n'
         'profile: str = "small"  # runner\ndevice: str = "auto"  # runner\n'
