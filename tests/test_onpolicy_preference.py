@@ -9,10 +9,12 @@ import torch
 import torch.nn as nn
 
 from papers.onpolicy_preference import bandit as B
-from papers.onpolicy_preference.analysis import (auc_table, decide_all_greater, decide_geometry_interaction,
-                                                 decide_mode_seeking, decide_on_policy_sampling, final_table,
-                                                 Comparison)
-from papers.onpolicy_preference.experiment import StackedCategoricalPolicy, make_claims
+from papers.onpolicy_preference.analysis import (Seeds, auc_table, final_table, measure_complementary,
+                                                 measure_difference, measure_interaction, measure_mode_seeking,
+                                                 training_gate)
+from papers.onpolicy_preference.experiment import (BanditSetup, DataSpec, MethodSpec, StackedCategoricalPolicy,
+                                                   make_setup, run_method)
+from shared.claims import load_claims
 
 
 # --- environment -----------------------------------------------------------------------------------------
@@ -195,62 +197,172 @@ def test_training_a_stack_equals_training_each_member_alone(one_thread):
     assert torch.allclose(both[1], alone[0], atol=1e-5)
 
 
-# --- verdict rules ---------------------------------------------------------------------------------------
+# --- the reference arm: the on-policy schedule with pi_ref samples ------------------------------------------
 
-def _claim(cid):
-    return next(c for c in make_claims() if c.id == cid)
-
-
-def test_decide_all_greater_outcomes():
-    seeds = [0, 1, 2, 3]
-    big = pd.Series([0.9, 0.8, 0.95, 0.85], index=seeds)
-    small = pd.Series([0.1, 0.2, 0.15, 0.1], index=seeds)
-    noisy = pd.Series([0.95, 0.1, 0.9, 0.2], index=seeds)
-    c = decide_all_greater(_claim("negative_gradient"), [Comparison("a", big, small)], "u")
-    assert c.verdict == "reproduced" and c.measured.value == pytest.approx(0.7375)
-    assert c.measured.ci_low < 0.7375 < c.measured.ci_high
-    c = decide_all_greater(_claim("negative_gradient"), [Comparison("a", big, small), Comparison("b", small, big)], "u")
-    assert c.verdict == "not_reproduced" and c.measured.value == pytest.approx(-0.7375)
-    c = decide_all_greater(_claim("negative_gradient"), [Comparison("a", big, small), Comparison("b", noisy, big)], "u")
-    assert c.verdict == "inconclusive"
-    one = pd.Series([0.9], index=[0])
-    c = decide_all_greater(_claim("negative_gradient"), [Comparison("a", one, one * 0.1)], "u")
-    assert c.verdict == "inconclusive" and c.measured.n == 1
+def test_reference_arm_matches_on_policy_schedule_but_samples_pi_ref(one_thread):
+    setup = make_setup(["R1"], [0], 10, 5)
+    model = StackedCategoricalPolicy([torch.Generator().manual_seed(0)])
+    data = DataSpec(n_onpolicy_states=2, steps_per_round=3, n_samples=4)
+    with pytest.raises(ValueError):
+        MethodSpec("x", "ipo", "online", 0.01)
+    ref = MethodSpec("ipo_ref", "ipo", "reference", 0.01)
+    onp = MethodSpec("ipo_on", "ipo", "on_policy", 0.01)
+    off = MethodSpec("ipo", "ipo", "offline", 0.01)
+    assert not ref.on_policy and not ref.fixed_dataset and off.fixed_dataset and onp.on_policy
+    c_ref, _ = run_method(ref, data, setup, model, 6, 3, progress=False)
+    c_on, _ = run_method(onp, data, setup, model, 6, 3, progress=False)
+    c_off, _ = run_method(off, DataSpec(n_offline_states=10, n_samples=4), setup, model, 6, 3, progress=False)
+    # the same reward queries at every step: 2 states x 4 samples per round of 3 steps
+    assert c_ref["queries"].tolist() == c_on["queries"].tolist() == [0, 8, 16]
+    assert c_off["queries"].tolist() == [40, 40, 40]
 
 
-def _synthetic_curves(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+# --- measurements and verdicts on synthetic tables -----------------------------------------------------------
+
+EVAL, CTRL = [0, 1, 2], [10, 11, 12]
+PAIRING = Seeds(EVAL, CTRL)
+REF = {"R1": 0.04, "R2": 0.38}
+
+
+def _final(values: dict[tuple[str, str], list[float]], queries: dict[str, int] | None = None) -> pd.DataFrame:
+    """One final-evaluation row per (method, reward, seed); the list holds evaluation then control seeds."""
     rows = []
-    for (method, reward_fn), per_seed in values.items():
-        for seed, v in enumerate(per_seed):
-            rows.append({"method": method, "reward_fn": reward_fn, "seed": seed, "step": 0, "reward": 0.0})
-            rows.append({"method": method, "reward_fn": reward_fn, "seed": seed, "step": 10, "reward": v})
+    for (method, reward_fn), vals in values.items():
+        for seed, v in zip(EVAL + CTRL, vals):
+            rows.append({"method": method, "reward_fn": reward_fn, "seed": seed, "step": 10, "reward": v,
+                         "queries": (queries or {}).get(method, 100)})
     return pd.DataFrame(rows)
 
 
-def test_claim_rules_on_synthetic_tables():
-    curves = _synthetic_curves({
-        ("pref_ft", "R1"): [0.30, 0.35, 0.32], ("bon_onpolicy", "R1"): [0.99, 0.98, 0.99],
-        ("ipo", "R1"): [0.70, 0.72, 0.75], ("ipo_onpolicy", "R1"): [0.90, 0.91, 0.93],
-        ("pref_ft", "R2"): [0.92, 0.93, 0.94], ("ipo_onpolicy", "R2"): [0.99, 1.0, 0.99],
-    })
-    final = final_table(curves)
-    assert set(final["step"]) == {10}
-    assert decide_on_policy_sampling(_claim("on_policy_sampling"), final).verdict == "reproduced"
-    assert decide_geometry_interaction(_claim("geometry_interaction"), final).verdict == "reproduced"
-    auc = auc_table(curves)
-    assert auc.set_index(["method", "reward_fn", "seed"]).loc[("ipo", "R1", 0), "reward"] == pytest.approx(0.35)
-    # the same tables with the on-policy arms made worse flip the verdict
-    worse = final.copy()
-    worse.loc[worse["method"] == "ipo_onpolicy", "reward"] = [0.5, 0.52, 0.55, 0.99, 1.0, 0.99]
-    assert decide_on_policy_sampling(_claim("on_policy_sampling"), worse).verdict == "not_reproduced"
+def test_seeds_pairing_is_checked():
+    with pytest.raises(ValueError):
+        Seeds([0, 1], [10])
+    with pytest.raises(ValueError):
+        Seeds([0, 1], [1, 2])
 
 
-def test_mode_seeking_rule():
+def test_difference_reproduced_with_a_failing_aa_control():
+    final = _final({("ipo_onpolicy", "R1"): [0.9, 0.8, 1.0],
+                    ("ipo_ref", "R1"): [0.5, 0.4, 0.6, 0.5, 0.45, 0.55]})
+    gate = training_gate(final, ["ipo_onpolicy", "ipo_ref"], ["R1"], PAIRING, REF, 1e-4, ["ipo_onpolicy", "ipo_ref"])
+    assert gate.passed and gate.value == pytest.approx(0.4 - 0.04)
+    m, g, ctl, _ = measure_difference(final, "ipo_onpolicy", "ipo_ref", PAIRING, "u", gate)
+    # differences 0.4, 0.4, 0.4: zero spread -> interval [0.4, 0.4]
+    assert (m.value, m.ci_low, m.ci_high) == pytest.approx((0.4, 0.4, 0.4))
+    # A/A: control minus evaluation = 0.0, 0.05, -0.05 -> mean 0, t interval +-4.303 * 0.05 / sqrt(3)
+    half = 4.302653 * 0.05 / math.sqrt(3)
+    assert ctl.measured.value == pytest.approx(0.0, abs=1e-12)
+    assert (ctl.measured.ci_low, ctl.measured.ci_high) == pytest.approx((-half, half), rel=1e-5)
+    claim = load_claims("onpolicy_preference")["on_policy_sampling_ipo_matched"]
+    claim.evaluate(m, gate=g, control=ctl)
+    assert claim.verdict == "reproduced" and claim.control_meets is False
+
+
+def test_difference_inconclusive_when_the_control_meets_the_criterion():
+    # the "control" seeds of ipo_ref score 0.3 higher: an A/A difference that meets the criterion means the
+    # criterion does not discriminate
+    final = _final({("ipo_onpolicy", "R1"): [0.9, 0.8, 1.0],
+                    ("ipo_ref", "R1"): [0.5, 0.4, 0.6, 0.8, 0.7, 0.9]})
+    gate = training_gate(final, ["ipo_onpolicy", "ipo_ref"], ["R1"], PAIRING, REF, 1e-4)
+    claim = load_claims("onpolicy_preference")["on_policy_sampling_ipo_matched"]
+    m, g, ctl, _ = measure_difference(final, "ipo_onpolicy", "ipo_ref", PAIRING, "u", gate)
+    claim.evaluate(m, gate=g, control=ctl)
+    assert claim.control_meets is True and claim.verdict == "inconclusive"
+
+
+def test_difference_not_reproduced_and_gate_failures():
+    final = _final({("bon_onpolicy_lr01", "R1"): [0.50, 0.41, 0.61],
+                    ("bon_ref", "R1"): [0.5, 0.4, 0.6, 0.5, 0.45, 0.55]},
+                   queries={"bon_onpolicy_lr01": 100, "bon_ref": 100})
+    arms = ["bon_onpolicy_lr01", "bon_ref"]
+    claim = load_claims("onpolicy_preference")["on_policy_sampling_sft_matched"]
+    gate = training_gate(final, arms, ["R1"], PAIRING, REF, 1e-4, arms)
+    m, g, ctl, _ = measure_difference(final, "bon_onpolicy_lr01", "bon_ref", PAIRING, "u", gate)
+    assert g.passed and m.ci_high < 0.05
+    claim.evaluate(m, gate=g, control=ctl)
+    # differences 0, 0.01, 0.01: the whole interval lies below the smallest effect 0.05
+    assert claim.verdict == "not_reproduced"
+    # gate failures: the pre-trained policy is not pi_ref; an arm did not learn; unequal reward queries
+    assert not training_gate(final, arms, ["R1"], PAIRING, REF, 0.5, arms).passed
+    assert not training_gate(final, arms, ["R1"], PAIRING, {"R1": 0.48}, 1e-4, arms).passed
+    unequal = _final({("bon_onpolicy_lr01", "R1"): [0.9, 0.8, 1.0], ("bon_ref", "R1"): [0.5] * 6},
+                     queries={"bon_onpolicy_lr01": 100, "bon_ref": 10})
+    bad = training_gate(unequal, arms, ["R1"], PAIRING, REF, 1e-4, arms)
+    assert not bad.passed and "NOT equal" in bad.detail
+    m, g, ctl, _ = measure_difference(unequal, "bon_onpolicy_lr01", "bon_ref", PAIRING, "u", bad)
+    claim.evaluate(m, gate=g, control=ctl)
+    assert claim.verdict == "inconclusive" and claim.reason.startswith("gate failed")
+
+
+def test_complementary_takes_the_per_seed_minimum():
+    auc = _final({("ipo_onpolicy", "R1"): [0.80, 0.70, 0.90],
+                  ("ipo_ref", "R1"): [0.50, 0.60, 0.55, 0.52, 0.58, 0.57],
+                  ("bon_onpolicy_lr01", "R1"): [0.70, 0.65, 0.60]})
+    gate = training_gate(auc, ["ipo_onpolicy", "ipo_ref", "bon_onpolicy_lr01"], ["R1"], PAIRING, REF, 1e-4)
+    m, g, ctl, _ = measure_complementary(auc, "ipo_onpolicy", ["ipo_ref", "bon_onpolicy_lr01"], PAIRING, gate,
+                                         control_arm="ipo_ref")
+    # per seed min(0.30, 0.10) = 0.10, min(0.10, 0.05) = 0.05, min(0.35, 0.30) = 0.30
+    assert m.value == pytest.approx((0.10 + 0.05 + 0.30) / 3)
+    # control: ipo_ref on control seeds (0.52, 0.58, 0.57) in place of ipo_onpolicy:
+    # min(0.02, -0.18) = -0.18, min(-0.02, -0.07) = -0.07, min(0.02, -0.03) = -0.03
+    assert ctl.measured.value == pytest.approx((-0.18 - 0.07 - 0.03) / 3)
+    claim = load_claims("onpolicy_preference")["complementary_matched"]
+    claim.evaluate(m, gate=g, control=ctl)
+    assert claim.verdict == "inconclusive"  # mean 0.15, interval [-0.18, 0.48] straddles 0.02
+
+
+def test_interaction_and_its_control():
+    final = _final({("ipo_onpolicy", "R1"): [0.99, 0.98, 1.0], ("ipo_onpolicy", "R2"): [1.0, 1.0, 1.0],
+                    ("bon_ref", "R1"): [0.30, 0.35, 0.32, 0.31, 0.33, 0.34],
+                    ("bon_ref", "R2"): [0.93, 0.94, 0.92, 0.92, 0.95, 0.93]})
+    gate = training_gate(final, ["ipo_onpolicy", "bon_ref"], ["R1", "R2"], PAIRING, REF, 1e-4)
+    assert gate.passed
+    m, g, ctl, _ = measure_interaction(final, "ipo_onpolicy", "bon_ref", PAIRING, gate)
+    # gaps R1: 0.69, 0.63, 0.68; R2: 0.07, 0.06, 0.08 -> interaction 0.62, 0.57, 0.60
+    assert m.value == pytest.approx((0.62 + 0.57 + 0.60) / 3)
+    # A/A gaps R1: 0.01, -0.02, 0.02; R2: -0.01, 0.01, 0.01 -> 0.02, -0.03, 0.01
+    assert ctl.measured.value == pytest.approx(0.0, abs=1e-12)
+    claim = load_claims("onpolicy_preference")["geometry_interaction_matched"]
+    claim.evaluate(m, gate=g, control=ctl)
+    assert claim.verdict == "reproduced"
+    # R2 gate: an arm that does not beat pi_ref on R2 by 0.05 fails it
+    assert not training_gate(final, ["ipo_onpolicy", "bon_ref"], ["R1", "R2"], PAIRING, {"R1": 0.04, "R2": 0.9},
+                             1e-4).passed
+
+
+def test_mode_seeking_measurement_gate_and_control():
     rows = []
-    for objective, masses in (("reverse_kl", [0.2, 0.6, 0.9]), ("forward_kl", [0.2, 0.4, 0.8])):
-        for seed in range(3):
-            for step, m in enumerate(masses):
+    curves = {"reverse_kl": [0.2, 0.6, 0.9], "forward_kl": [0.2, 0.4, 0.8]}
+    for objective, masses in curves.items():
+        for seed in EVAL + CTRL:
+            if objective == "reverse_kl" and seed in CTRL:
+                continue
+            for step, mass in enumerate(masses):
                 rows.append({"objective": objective, "reward_fn": "R1", "seed": seed, "step": step,
-                             "peak_mass": m + 0.01 * seed * (objective == "reverse_kl")})
-    c = decide_mode_seeking(_claim("mode_seeking"), pd.DataFrame(rows))
-    assert c.verdict == "reproduced" and c.measured.value == pytest.approx(0.1 + 0.01, abs=1e-9)
+                             "peak_mass": mass + 0.01 * (seed % 10) * (objective == "reverse_kl")})
+    fit = pd.DataFrame(rows)
+    m, g, ctl, _ = measure_mode_seeking(fit, PAIRING, target_mass=0.99)
+    # AUC difference per seed: (0.2+0.6+0.9)/3 + 0.01 s - (0.2+0.4+0.8)/3 = 0.1 + 0.01 s, s = 0, 1, 2
+    assert m.value == pytest.approx(0.11)
+    assert g.passed and g.value == pytest.approx(0.6)
+    assert ctl.measured.value == pytest.approx(0.0, abs=1e-12)
+    claim = load_claims("onpolicy_preference")["mode_seeking_v2"]
+    claim.evaluate(m, gate=g, control=ctl)
+    assert claim.verdict == "reproduced"
+    # a target without its mass on the peak fails the gate
+    assert not measure_mode_seeking(fit, PAIRING, target_mass=0.5)[1].passed
+
+
+def test_auc_and_final_tables():
+    rows = [{"method": "a", "reward_fn": "R1", "seed": 0, "step": st, "reward": r} for st, r in ((0, 0.0), (10, 0.6))]
+    curves = pd.DataFrame(rows)
+    assert final_table(curves)["reward"].tolist() == [0.6]
+    assert auc_table(curves)["reward"].tolist() == [pytest.approx(0.3)]
+
+
+def test_registry_matches_the_notebook():
+    claims = load_claims("onpolicy_preference")
+    assert list(claims) == ["on_policy_sampling_sft_matched", "on_policy_sampling_ipo_matched",
+                            "negative_gradient_ipo_same_lr", "negative_gradient_dpo_same_lr",
+                            "complementary_matched", "geometry_interaction_matched", "mode_seeking_v2"]
+    assert all(c.kind == "replication" and c.has_gate and c.has_control for c in claims.values())

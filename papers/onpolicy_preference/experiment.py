@@ -1,4 +1,4 @@
-"""Policies, training runs and the pre-registered claims of the bandit replication.
+"""Policies and training runs of the bandit replication (the claims are in ``claims.yaml``).
 
 One run trains one fine-tuning method on every (reward, seed) pair at once: the policy is a stack of
 independent MLPs (one per pair, :class:`StackedCategoricalPolicy`) and the loss is the sum of the per-pair
@@ -28,77 +28,11 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from shared.metrics import Claim
 from shared.seeding import seed_everything, torch_generator
 from shared.stacked import StackedLayers, StackedLinear, select_members
 from shared.training import TrainConfig, train
 
 from . import bandit as B
-
-# --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
-
-ALPHA = 0.05
-CLAIMS = {
-    "on_policy_sampling": dict(
-        statement="With the reward peak in a low-likelihood region of pi_ref (R1), on-policy sampling beats "
-                  "offline data for the same loss: on-policy best-of-N > offline Pref-FT, and on-policy IPO "
-                  "> offline IPO (final true reward after the same number of gradient steps).",
-        criterion="R1, final expected reward on held-out states, paired over seeds: reproduced if both "
-                  "differences (on-policy minus offline) are > 0 with a one-sided paired t test p < 0.05; "
-                  "not_reproduced if either difference is < 0 with one-sided p < 0.05; otherwise inconclusive. "
-                  "Reported value: the smaller of the two mean differences, with its 95% t interval.",
-        paper_value="qualitative (bandit on-policy sampling figures; authors' scripts onpolicy_best_of_n.sh, "
-                    "onpolicy_ipo.sh vs best_of_n.sh, ipo.sh)",
-    ),
-    "negative_gradient": dict(
-        statement="On the same offline preference data from pi_ref, objectives with a negative gradient "
-                  "(IPO, DPO) reach a higher true reward than maximum likelihood on the preferred responses "
-                  "(Pref-FT) when the reward peak lies where pi_ref has little mass (R1).",
-        criterion="R1, final expected reward, paired over seeds: reproduced if offline IPO - Pref-FT and "
-                  "offline DPO - Pref-FT are both > 0 with one-sided paired t p < 0.05; not_reproduced if "
-                  "either is < 0 with one-sided p < 0.05; otherwise inconclusive. Reported value: the smaller "
-                  "mean difference with its 95% t interval.",
-        paper_value="qualitative (bandit negative-gradient figure; authors' scripts ipo.sh vs best_of_n.sh)",
-    ),
-    "complementary": dict(
-        statement="On-policy sampling and a negative gradient are complementary: on-policy IPO improves "
-                  "faster than either ingredient alone (offline IPO, on-policy best-of-N) on R1.",
-        criterion="R1, area under the reward curve (mean expected reward over the evaluations of training, "
-                  "step 0 included), paired over seeds: reproduced if on-policy IPO exceeds both offline IPO "
-                  "and on-policy best-of-N with one-sided paired t p < 0.05; not_reproduced if it is below "
-                  "either with one-sided p < 0.05; otherwise inconclusive. Reported value: the smaller mean "
-                  "difference with its 95% t interval.",
-        paper_value="qualitative (bandit complementarity figure)",
-    ),
-    "geometry_interaction": dict(
-        statement="The advantage of on-policy + negative-gradient methods over offline maximum likelihood is "
-                  "larger when the reward peak lies in a low-likelihood region of pi_ref (R1) than when it "
-                  "is aligned with pi_ref's mode (R2).",
-        criterion="Per seed, gap = final reward(on-policy IPO) - final reward(Pref-FT) on each reward; "
-                  "reproduced if gap(R1) - gap(R2) > 0 with one-sided paired t p < 0.05; not_reproduced if "
-                  "< 0 with one-sided p < 0.05; otherwise inconclusive.",
-        paper_value="qualitative (R1 vs R2 panels of the bandit figures)",
-    ),
-    "mode_seeking": dict(
-        statement="A mode-seeking objective relocates probability mass across the bins of a categorical "
-                  "policy faster than maximum likelihood: fitting the same target pi* ~ pi_ref exp(r/beta) "
-                  "by reverse KL (the KL-regularised RL objective) moves mass onto the reward peak faster "
-                  "than forward KL (reward-weighted maximum likelihood).",
-        criterion="R1, beta = 0.1 (99.6% of pi*'s mass within 10 actions of the peak), same policy, "
-                  "optimiser, learning rate and steps: mean over the fit's evaluations (steps 0..T) of the "
-                  "probability mass within 10 actions of the peak on held-out states; reproduced if reverse "
-                  "KL > forward KL with one-sided paired t p < 0.05; not_reproduced if reverse < forward with "
-                  "one-sided p < 0.05; otherwise inconclusive.",
-        paper_value="qualitative (abstract and conceptual section: mode-seeking objectives 'alter probability "
-                    "mass on specific bins of a categorical distribution at a fast rate compared to maximum "
-                    "likelihood')",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
-
 
 # --- the policy ------------------------------------------------------------------------------------------
 
@@ -195,12 +129,39 @@ def pretrain_reference(setup: BanditSetup, steps: int, lr: float, progress: bool
 
 # --- one fine-tuning method ------------------------------------------------------------------------------
 
+SOURCES = ("offline", "on_policy", "reference")
+
+
 @dataclass(frozen=True)
 class MethodSpec:
+    """One fine-tuning arm. ``source`` says where its responses come from:
+
+    - ``offline``: the authors' offline protocol, one fixed dataset of N samples from ``pi_ref`` on
+      ``n_offline_states`` prompts, reused at every step, pairs below ``offline_threshold`` dropped;
+    - ``on_policy``: every ``steps_per_round`` steps, N fresh samples from the current policy on
+      ``n_onpolicy_states`` prompts (the first round from ``pi_ref``), no pair threshold;
+    - ``reference``: exactly the on-policy schedule (same prompts, batch sizes, rounds, reward queries, no
+      threshold, the same sampling generator) except that every round samples from ``pi_ref``: an offline
+      dataset of the same size as the on-policy arm's, consumed in the same batches. The pair
+      (``on_policy``, ``reference``) at one learning rate differs only in the sampling policy.
+    """
+
     name: str
     loss: str  # "sft" | "ipo" | "dpo" | "reinforce"
-    on_policy: bool
+    source: str  # "offline" | "on_policy" | "reference"
     lr: float
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {SOURCES}, got {self.source!r}")
+
+    @property
+    def on_policy(self) -> bool:
+        return self.source == "on_policy"
+
+    @property
+    def fixed_dataset(self) -> bool:
+        return self.source == "offline"
 
 
 @dataclass(frozen=True)
@@ -247,7 +208,7 @@ def offline_dataset(setup: BanditSetup, data: DataSpec) -> Batch:
 def method_loss(spec: MethodSpec, data: DataSpec, setup: BanditSetup, logp: torch.Tensor, batch: Batch
                 ) -> torch.Tensor:
     """Per-member loss (M,) of one method on one batch."""
-    threshold = data.onpolicy_threshold if spec.on_policy else data.offline_threshold
+    threshold = data.offline_threshold if spec.fixed_dataset else data.onpolicy_threshold
     if spec.loss == "sft":
         return B.best_of_n_sft_loss(logp, batch.actions, batch.rewards)
     if spec.loss == "ipo":
@@ -290,17 +251,18 @@ def run_method(spec: MethodSpec, data: DataSpec, setup: BanditSetup, pretrained:
     reward queries so far) and the final mean action distribution per member, shape (M, A).
     """
     model = copy.deepcopy(pretrained)
-    offline = None if spec.on_policy else offline_dataset(setup, data)
+    offline = offline_dataset(setup, data) if spec.fixed_dataset else None
     gens = [torch_generator(30_000 + s) for s in setup.seeds]
     normalizer = B.RunningNormalizer(setup.members)
-    state = {"batch": offline, "queries": 0 if spec.on_policy else data.n_offline_states * data.n_samples}
+    state = {"batch": offline, "queries": data.n_offline_states * data.n_samples if spec.fixed_dataset else 0}
     queries_at: dict[int, int] = {0: state["queries"]}
 
     def batch_fn(step: int) -> Batch:
-        if spec.on_policy and step % data.steps_per_round == 0:
+        if not spec.fixed_dataset and step % data.steps_per_round == 0:
             ctx = setup.train_contexts[:, :data.n_onpolicy_states]
             with torch.no_grad():
-                logp = setup.log_ref.expand(setup.members, ctx.shape[1], -1) if step == 0 else model(ctx)
+                from_ref = step == 0 or spec.source == "reference"
+                logp = setup.log_ref.expand(setup.members, ctx.shape[1], -1) if from_ref else model(ctx)
             batch = sample_batch(setup, logp, ctx, data.n_samples, gens)
             if spec.loss == "reinforce":
                 normalizer.update(batch.rewards)
@@ -345,13 +307,17 @@ def run_methods(specs: list[MethodSpec], data: DataSpec, setup: BanditSetup, pre
 
 # --- mode-seeking vs mode-covering: fitting the same target two ways -------------------------------------
 
+FIT_OBJECTIVES = {"reverse_kl": B.reverse_kl, "forward_kl": B.forward_kl}
+
+
 def run_mode_fit(setup: BanditSetup, pretrained: StackedCategoricalPolicy, beta: float, steps: int, lr: float,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, objectives: tuple[str, ...] = ("reverse_kl", "forward_kl")) -> pd.DataFrame:
     """Fit pi* ~ pi_ref exp(r / beta) from the pre-trained policy by reverse KL (mode-seeking) and by forward
     KL (mode-covering) with the same optimiser, lr and steps, on the training states; evaluate every step."""
     log_target = B.kl_regularised_target(setup.log_ref, setup.reward_table, beta).unsqueeze(1)  # (M, 1, A)
     out = []
-    for objective, fn in (("reverse_kl", B.reverse_kl), ("forward_kl", B.forward_kl)):
+    for objective in objectives:
+        fn = FIT_OBJECTIVES[objective]
         model = copy.deepcopy(pretrained)
         ctx = setup.train_contexts
 

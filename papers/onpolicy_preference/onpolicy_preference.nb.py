@@ -13,7 +13,11 @@
 # The paper's finding: both ingredients beat offline maximum likelihood (Pref-FT), most when the optimum lies
 # where `pi_ref` has little mass, and both are "mode-seeking".
 #
-# The claims and their criteria are fixed in `experiment.CLAIMS` and the README, before any result.
+# The claims, their gates, controls and criteria are the registry `claims.yaml`, committed before any
+# result. Besides the authors' per-script arms, the registry's comparisons use **matched** arms that differ
+# in one ingredient only: on-policy vs `pi_ref` samples at the same learning rate, reward queries, steps and
+# batches ("reference" arms), and Pref-FT at offline IPO's learning rate. Every comparison has an A/A
+# control: the baseline arm run again on control seeds, through the same statistic.
 
 # %% tags=["parameters"]
 profile: str = "small"  # parameter profile (set by the runner)
@@ -21,6 +25,7 @@ device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps (set by the runn
 output_dir: str = ""  # where outputs go; empty = scratch/onpolicy_preference (set by the runner)
 progress: bool = True  # show progress bars (set by the runner)
 seeds: list[int] = [0, 1, 2, 3, 4]  # evaluation seeds (contexts, initialisation, data) | len(x) >= 1 and len(set(x)) == len(x) and all(s >= 0 for s in x)
+control_seeds: list[int] = [1000, 1001, 1002, 1003, 1004]  # seeds of the A/A control runs of the baseline arms, paired one-to-one with seeds | len(x) == len(seeds) and len(set(x)) == len(x) and not set(x) & set(seeds)
 steps: int = 1500  # gradient steps of every fine-tuning method (authors' on-policy budget: 100 rounds x 15) | x >= 1 and x % steps_per_round == 0
 eval_every: int = 15  # evaluate on the held-out states every this many steps | 1 <= x <= steps
 n_samples: int = 10  # responses N sampled per prompt | 2 <= x <= 100
@@ -52,11 +57,12 @@ import torch
 
 from papers.onpolicy_preference import TITLE, URL
 from papers.onpolicy_preference import bandit as B
-from papers.onpolicy_preference.analysis import (auc_table, decide_complementary, decide_geometry_interaction,
-                                                 decide_mode_seeking, decide_negative_gradient,
-                                                 decide_on_policy_sampling, final_table, summary)
-from papers.onpolicy_preference.experiment import (DataSpec, MethodSpec, make_claims, make_setup,
-                                                   pretrain_reference, run_methods, run_mode_fit)
+from papers.onpolicy_preference.analysis import (Seeds, auc_table, final_table, measure_complementary,
+                                                 measure_difference, measure_interaction, measure_mode_seeking,
+                                                 summary, training_gate)
+from papers.onpolicy_preference.experiment import (DataSpec, MethodSpec, make_setup, pretrain_reference,
+                                                   run_methods, run_mode_fit)
+from shared.claims import load_claims
 from shared.metrics import write_metrics
 from shared.params import snapshot
 from shared.paths import resolve_output_dir
@@ -93,30 +99,48 @@ setting
 
 # %% [markdown]
 # ## Pre-train to `pi_ref`, then fine-tune with every method
-# Offline methods reuse one dataset of N samples from `pi_ref` per prompt (the same data for Pref-FT, IPO and
-# DPO); on-policy methods resample from the current policy every `steps_per_round` steps. Every method takes
-# the same number of gradient steps.
+# Offline methods (the authors' protocol) reuse one dataset of N samples from `pi_ref` per prompt (the same
+# data for Pref-FT, IPO and DPO); on-policy methods resample from the current policy every `steps_per_round`
+# steps; "reference" arms follow the on-policy schedule exactly but sample `pi_ref` every round. Every method
+# takes the same number of gradient steps. The baseline arms of the registered comparisons run again on the
+# control seeds (A/A controls).
 
 # %%
-setup = make_setup(["R1", "R2"], seeds, max(n_offline_states, n_onpolicy_states), n_eval_states)
+n_train_states = max(n_offline_states, n_onpolicy_states)
+setup = make_setup(["R1", "R2"], seeds, n_train_states, n_eval_states)
 pretrained, pretrain_report = pretrain_reference(setup, pretrain_steps, pretrain_lr, progress)
-print(f"KL(pi || pi_ref) after pre-training: max over members {pretrain_report['kl_to_ref'].max():.2e} nats")
+control_setup = make_setup(["R1", "R2"], control_seeds, n_train_states, n_eval_states)
+control_pretrained, control_pretrain_report = pretrain_reference(control_setup, pretrain_steps, pretrain_lr, progress)
+pretrain_kl = float(max(pretrain_report["kl_to_ref"].max(), control_pretrain_report["kl_to_ref"].max()))
+print(f"KL(pi || pi_ref) after pre-training: max over members (evaluation and control seeds) {pretrain_kl:.2e} nats")
 
 data = DataSpec(n_samples=n_samples, n_offline_states=n_offline_states, n_onpolicy_states=n_onpolicy_states,
                 steps_per_round=steps_per_round, offline_threshold=offline_pair_threshold,
                 onpolicy_threshold=None, ipo_tau=ipo_tau, dpo_beta=dpo_beta)
-methods = [
-    MethodSpec("pref_ft", "sft", on_policy=False, lr=lr_pref_ft),
-    MethodSpec("ipo", "ipo", on_policy=False, lr=lr_ipo),
-    MethodSpec("dpo", "dpo", on_policy=False, lr=lr_dpo),
-    MethodSpec("bon_onpolicy", "sft", on_policy=True, lr=lr_bon_onpolicy),
-    MethodSpec("ipo_onpolicy", "ipo", on_policy=True, lr=lr_ipo_onpolicy),
-    MethodSpec("reinforce", "reinforce", on_policy=True, lr=lr_reinforce),
+# The same-lr pairs the registry names: Pref-FT at offline IPO's (= DPO's) lr, and the matched arms at
+# on-policy IPO's lr.
+assert lr_dpo == lr_ipo, "pref_ft_lr003 must share the lr of offline IPO and DPO"
+authors = [
+    MethodSpec("pref_ft", "sft", "offline", lr=lr_pref_ft),
+    MethodSpec("ipo", "ipo", "offline", lr=lr_ipo),
+    MethodSpec("dpo", "dpo", "offline", lr=lr_dpo),
+    MethodSpec("bon_onpolicy", "sft", "on_policy", lr=lr_bon_onpolicy),
+    MethodSpec("ipo_onpolicy", "ipo", "on_policy", lr=lr_ipo_onpolicy),
+    MethodSpec("reinforce", "reinforce", "on_policy", lr=lr_reinforce),
 ]
-curves, final_dists = run_methods(methods, data, setup, pretrained, steps, eval_every, progress)
-final = final_table(curves)
-auc = auc_table(curves)
-final_summary = summary(final, "reward")
+same_lr = [MethodSpec("pref_ft_lr003", "sft", "offline", lr=lr_ipo)]
+matched = [
+    MethodSpec("bon_onpolicy_lr01", "sft", "on_policy", lr=lr_ipo_onpolicy),
+    MethodSpec("bon_ref", "sft", "reference", lr=lr_ipo_onpolicy),
+    MethodSpec("ipo_ref", "ipo", "reference", lr=lr_ipo_onpolicy),
+]
+controls = [same_lr[0], matched[1], matched[2]]  # the baseline arms of the registered comparisons
+curves, final_dists = run_methods(authors + same_lr + matched, data, setup, pretrained, steps, eval_every, progress)
+control_curves, _ = run_methods(controls, data, control_setup, control_pretrained, steps, eval_every, progress)
+all_curves = pd.concat([curves, control_curves], ignore_index=True)
+final = final_table(all_curves)
+auc = auc_table(all_curves)
+final_summary = summary(final_table(curves), "reward")
 final_summary
 
 # %% [markdown]
@@ -127,6 +151,8 @@ final_summary
 
 # %%
 mode_fit = run_mode_fit(setup, pretrained, fit_beta, fit_steps, fit_lr, progress)
+control_fit = run_mode_fit(control_setup, control_pretrained, fit_beta, fit_steps, fit_lr, progress,
+                           objectives=("forward_kl",))
 mode_auc = auc_table(mode_fit, value="peak_mass", by="objective")
 summary(mode_auc, "peak_mass", by="objective")
 
@@ -134,15 +160,42 @@ summary(mode_auc, "peak_mass", by="objective")
 # ## Verdicts
 
 # %%
-claims = {c.id: c for c in make_claims()}
-decide_on_policy_sampling(claims["on_policy_sampling"], final)
-decide_negative_gradient(claims["negative_gradient"], final)
-decide_complementary(claims["complementary"], auc)
-decide_geometry_interaction(claims["geometry_interaction"], final)
-decide_mode_seeking(claims["mode_seeking"], mode_fit)
+pi_ref_reward = {name: float(pi_ref @ r) for name, r in rewards.items()}
+fit_target = B.kl_regularised_target(torch.log(torch.as_tensor(pi_ref)), torch.as_tensor(rewards["R1"]), fit_beta)
+fit_target_mass = float(fit_target.exp()[torch.as_tensor(B.peak_region(B.REWARD_PEAKS["R1"]))].sum())
+pairing = Seeds(eval=list(seeds), control=list(control_seeds))
+
+
+def gate(arms, reward_fns=("R1",)):
+    return training_gate(final, list(arms), list(reward_fns), pairing, pi_ref_reward, pretrain_kl,
+                         equal_queries=list(arms))
+
+
+FINAL_UNIT = "final expected reward difference"
+claims = load_claims("onpolicy_preference")
+measurements = {
+    "on_policy_sampling_sft_matched": measure_difference(final, "bon_onpolicy_lr01", "bon_ref", pairing, FINAL_UNIT,
+                                                         gate(["bon_onpolicy_lr01", "bon_ref"])),
+    "on_policy_sampling_ipo_matched": measure_difference(final, "ipo_onpolicy", "ipo_ref", pairing, FINAL_UNIT,
+                                                         gate(["ipo_onpolicy", "ipo_ref"])),
+    "negative_gradient_ipo_same_lr": measure_difference(final, "ipo", "pref_ft_lr003", pairing, FINAL_UNIT,
+                                                        gate(["ipo", "pref_ft_lr003"])),
+    "negative_gradient_dpo_same_lr": measure_difference(final, "dpo", "pref_ft_lr003", pairing, FINAL_UNIT,
+                                                        gate(["dpo", "pref_ft_lr003"])),
+    "complementary_matched": measure_complementary(auc, "ipo_onpolicy", ["ipo_ref", "bon_onpolicy_lr01"], pairing,
+                                                   gate(["ipo_onpolicy", "ipo_ref", "bon_onpolicy_lr01"]),
+                                                   control_arm="ipo_ref"),
+    "geometry_interaction_matched": measure_interaction(final, "ipo_onpolicy", "bon_ref", pairing,
+                                                        gate(["ipo_onpolicy", "bon_ref"], ("R1", "R2"))),
+    "mode_seeking_v2": measure_mode_seeking(pd.concat([mode_fit, control_fit], ignore_index=True), pairing,
+                                            fit_target_mass),
+}
+for cid, (measured, gate_outcome, control, detail) in measurements.items():
+    claims[cid].evaluate(measured, gate=gate_outcome, control=control, detail=detail)
 verdicts = pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
-                          "ci_high": c.measured.ci_high, "verdict": c.verdict, "detail": c.detail}
-                         for c in claims.values()])
+                          "ci_high": c.measured.ci_high, "gate": c.gate.passed,
+                          "control": c.control.measured.value, "control_meets": c.control_meets,
+                          "verdict": c.verdict, "reason": c.reason} for c in claims.values()])
 verdicts
 
 # %% [markdown]
@@ -153,19 +206,33 @@ verdicts
 # %%
 LABELS = {"pref_ft": "Pref-FT (offline)", "ipo": "IPO (offline)", "dpo": "DPO (offline)",
           "bon_onpolicy": "best-of-N (on-policy)", "ipo_onpolicy": "IPO (on-policy)", "reinforce": "REINFORCE"}
-plot_curves = curves.assign(method=curves["method"].map(LABELS))
+MATCHED = {"ipo_onpolicy": "IPO, on-policy", "ipo_ref": "IPO, pi_ref samples",
+           "bon_onpolicy_lr01": "best-of-N, on-policy", "bon_ref": "best-of-N, pi_ref samples"}
+plot_curves = curves[curves["method"].isin(LABELS)].assign(method=lambda d: d["method"].map(LABELS))
 g = sns.relplot(data=plot_curves, x="step", y="reward", hue="method", col="reward_fn", kind="line",
                 errorbar="se", seed=0, height=3.4, aspect=1.25, hue_order=list(LABELS.values()))
 g.set_axis_labels("gradient step", "expected reward (held-out states)")
-g.set_titles("{col_name}")
+g.set_titles("authors' settings, {col_name}")
 savefig(g.figure, out / "reward_curves.png")
+
+# %% [markdown]
+# The matched arms: the same learning rate (on-policy IPO's), reward queries, steps and batches; only the
+# sampling policy (current policy vs `pi_ref`) and the loss (IPO vs best-of-N) differ.
+
+# %%
+matched_curves = curves[curves["method"].isin(MATCHED)].assign(method=lambda d: d["method"].map(MATCHED))
+g = sns.relplot(data=matched_curves, x="step", y="reward", hue="method", col="reward_fn", kind="line",
+                errorbar="se", seed=0, height=3.4, aspect=1.25, hue_order=list(MATCHED.values()))
+g.set_axis_labels("gradient step", "expected reward (held-out states)")
+g.set_titles("matched arms, {col_name}")
+savefig(g.figure, out / "matched_reward_curves.png")
 
 # %%
 fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=False)
 mean_dists = final_dists.groupby(["method", "reward_fn", "action"], as_index=False)["prob"].mean()
 for ax, reward_fn in zip(axes, ["R1", "R2"]):
     ax.plot(actions, pi_ref, "k--", lw=1, label="pi_ref")
-    for key, label in LABELS.items():
+    for key, label in {**LABELS, "ipo_ref": "IPO, pi_ref samples (matched)"}.items():
         d = mean_dists[(mean_dists["method"] == key) & (mean_dists["reward_fn"] == reward_fn)]
         ax.plot(d["action"], d["prob"], label=label)
     ax.axvline(B.REWARD_PEAKS[reward_fn], color="grey", ls=":")
@@ -192,22 +259,29 @@ fit_table = (mode_fit.assign(arm=mode_fit["objective"] + "_" + mode_fit["reward_
              .groupby(["arm", "step"])["peak_mass"].mean().unstack("arm").reset_index())
 fit_table.to_csv(out / "mode_fit_curves.csv", index=False, float_format="%.6g")
 per_seed = final.merge(auc.rename(columns={"reward": "reward_auc"}), on=["method", "reward_fn", "seed"])
+per_seed["seed_role"] = np.where(per_seed["seed"].isin(control_seeds), "control", "evaluation")
 per_seed.to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
 final_summary.to_csv(out / "final_reward_by_method.csv", index=False, float_format="%.6g")
 
 headline = {f"{r.method}_{r.reward_fn}_final_reward": r.reward for r in final_summary.itertuples()}
+eval_final = final[final["seed"].isin(seeds)]
+for arm in ("ipo_onpolicy", "bon_onpolicy"):  # the authors' unmatched comparisons (10x queries, other lr)
+    base = {"ipo_onpolicy": "ipo", "bon_onpolicy": "pref_ft"}[arm]
+    gap = (eval_final[(eval_final["method"] == arm) & (eval_final["reward_fn"] == "R1")].set_index("seed")["reward"]
+           - eval_final[(eval_final["method"] == base) & (eval_final["reward_fn"] == "R1")].set_index("seed")["reward"])
+    headline[f"authors_settings_{arm}_minus_{base}_R1"] = float(gap.mean())
 headline.update({f"{r.objective}_{r.reward_fn}_mean_peak_mass":
                  r.peak_mass for r in summary(mode_auc, "peak_mass", by="objective").itertuples()})
 headline["pi_ref_R1_expected_reward"] = float(setting.set_index("reward_fn").loc["R1", "E_pi_ref[r]"])
 headline["pi_ref_R2_expected_reward"] = float(setting.set_index("reward_fn").loc["R2", "E_pi_ref[r]"])
 for name, peak in B.REWARD_PEAKS.items():
     headline[f"pi_ref_{name}_peak_region_mass"] = float(pi_ref[B.peak_region(peak)].sum())
-fit_target = B.kl_regularised_target(torch.log(torch.as_tensor(pi_ref)), torch.as_tensor(rewards["R1"]), fit_beta)
-headline["fit_target_R1_peak_region_mass"] = float(fit_target.exp()[torch.as_tensor(B.peak_region(70.0))].sum())
+headline["fit_target_R1_peak_region_mass"] = fit_target_mass
 headline["reward_queries_offline"] = int(final[final["method"] == "pref_ft"]["queries"].iloc[0])
 headline["reward_queries_onpolicy"] = int(final[final["method"] == "ipo_onpolicy"]["queries"].iloc[0])
-headline["pretrain_max_kl_to_ref"] = float(pretrain_report["kl_to_ref"].max())
+headline["reward_queries_reference"] = int(final[final["method"] == "ipo_ref"]["queries"].iloc[0])
+headline["pretrain_max_kl_to_ref"] = pretrain_kl
 write_metrics(out, slug="onpolicy_preference", title=TITLE, url=URL, profile=profile, device="cpu", seeds=seeds,
               claims=list(claims.values()), headline=headline, params=snapshot(globals(), "onpolicy_preference"))
 for c in claims.values():
-    print(f"{c.id}: {c.verdict} ({c.detail})")
+    print(f"{c.id}: {c.verdict} ({c.reason}; {c.detail})")
