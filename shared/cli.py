@@ -8,6 +8,7 @@
     papers fetch NAME                    fetch and verify a dataset into data/NAME (a data_NAME stage)
     papers build-smollm2                 dequantise the SmolLM2 GGUF into data/smollm2 (stage data_smollm2)
     papers report [--check]              regenerate (or check) the results tables in the READMEs
+    papers prereg [SLUG ...]             per claim: registered in which commit, before its first results?
 """
 
 from __future__ import annotations
@@ -60,22 +61,62 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    """Each paper's claims and verdicts, one line per claim (what `make repro` prints at the end)."""
+    """Each paper's claims and verdicts, one line per claim, and the tally (what `make repro` prints)."""
+    from shared.report import summary_line
+
+    everything = []
     for slug in paths.list_papers():
         metrics = _load_json(paths.results_dir(slug) / "metrics.json")
-        if not metrics:
-            print(f"{slug}: not run")
+        if not metrics or metrics.get("schema_version") != 2:
+            print(f"{slug}: not run" if not metrics else f"{slug}: results of an old schema; rerun it")
             continue
         runtime = _load_json(paths.results_dir(slug) / "runtime.json") or {}
         wall = f", {runtime['wall_time_s']:.0f} s" if "wall_time_s" in runtime else ""
-        print(f"{slug} [{metrics['profile']}, {metrics['device']}{wall}]")
+        smoke = "  (smoke run: verdicts not meaningful)" if metrics["profile"] == "smoke" else ""
+        print(f"{slug} [{metrics['profile']}, {metrics['device']}{wall}]{smoke}")
         for c in metrics["claims"]:
+            everything.append(c)
             m = c["measured"]
             ci = ""
             if m["ci_low"] is not None and m["ci_high"] is not None:
                 ci = f" [{m['ci_low']:.3g}, {m['ci_high']:.3g}]"
             value = "n/a" if m["value"] is None else f"{m['value']:.3g}"
-            print(f"  {c['verdict']:<15} {c['id']}: {value}{ci}")
+            gate = {None: "", True: "", False: "  (gate failed)"}[c["gate"]["passed"]]
+            ctrl = "  (control meets the criterion)" if c["control"]["meets_criterion"] else ""
+            print(f"  {c['verdict']:<15} {c['kind']:<11} {c['id']}: {value}{ci}{gate}{ctrl}")
+    if everything:
+        print(summary_line(everything))
+    return 0
+
+
+def _print_table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def cmd_prereg(args: argparse.Namespace) -> int:
+    """Per claim: the commit that registered it, its first committed results, and whether it was
+    pre-registered (its current text committed strictly before its first results)."""
+    from shared.prereg import prereg
+
+    unknown = [s for s in args.slugs if s not in paths.list_papers()]
+    if unknown:
+        raise ParamError(f"unknown paper {unknown[0]!r} (papers: {', '.join(paths.list_papers())})")
+    rows = prereg(args.slugs or None)
+    if not rows:
+        print("papers prereg: no claim registry found")
+        return 0
+    table = [("paper", "claim", "registered", "text since", "first results", "pre-registered", "note")]
+    table += [(r.slug, r.claim, (r.registered or "-")[:7], (r.text_since or "-")[:7], (r.first_results or "-")[:7],
+               r.status, r.note) for r in rows]
+    _print_table(table)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    print(f"\n{len(rows)} claims: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0
 
 
@@ -251,6 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="destination directory (default data/smollm2)")
     p.set_defaults(func=cmd_build_smollm2)
 
+    p = sub.add_parser("prereg", help="per claim, the commit that registered it and whether that was before "
+                                      "its first committed results (read from git)")
+    p.add_argument("slugs", nargs="*", metavar="SLUG")
+    p.set_defaults(func=cmd_prereg)
+
     p = sub.add_parser("report", help="regenerate the results tables in README.md and papers/*/README.md")
     p.add_argument("--check", action="store_true", help="exit 1 if any table is stale; write nothing")
     p.set_defaults(func=cmd_report)
@@ -264,6 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     except (ParamError, ScaffoldError) as exc:  # bad input: one line, no traceback
         print(f"papers {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP during a run (the runner maps them)
+        what = f" ({exc})" if str(exc) else ""
+        tail = "; nothing was written, the destination is as it was" if args.command == "run" else ""
+        print(f"papers {args.command}: interrupted{what}{tail}", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `papers list | head`: the reader left; not an error of ours
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ from shared.metrics import load_metrics
 ROOT_MARKERS = ("<!-- results-table:begin -->", "<!-- results-table:end -->")
 PAPER_MARKERS = ("<!-- results:begin -->", "<!-- results:end -->")
 VERDICT_LABEL = {"reproduced": "reproduced", "not_reproduced": "**not reproduced**",
-                 "inconclusive": "inconclusive"}
+                 "inconclusive": "inconclusive", "passed": "passed", "failed": "**failed**"}
+SMOKE_NOTE = " (smoke run: not meaningful)"
 
 
 def fmt(x: float | None) -> str:
@@ -34,7 +35,9 @@ def fmt(x: float | None) -> str:
     return f"{x:.3g}" if abs(x) >= 1000 or abs(x) < 1e-3 else f"{x:#.4g}"
 
 
-def fmt_measured(m: dict[str, Any]) -> str:
+def fmt_measured(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "n/a"
     value = fmt(m["value"])
     if m["ci_low"] is None or m["ci_high"] is None:
         return value
@@ -55,20 +58,84 @@ def _metrics(slug: str) -> dict[str, Any] | None:
     return load_metrics(path) if path.exists() else None
 
 
+def gate_label(c: dict[str, Any]) -> str:
+    passed = c["gate"]["passed"]
+    return "none" if passed is None else ("passed" if passed else "**failed**")
+
+
+def control_label(c: dict[str, Any]) -> str:
+    meets = c["control"]["meets_criterion"]
+    if c["control"]["measured"] is None:
+        return "none"
+    return "n/a" if meets is None else ("**meets it too**" if meets else "fails it")
+
+
+def verdict_label(c: dict[str, Any], profile: str) -> str:
+    return VERDICT_LABEL[c["verdict"]] + (SMOKE_NOTE if profile == "smoke" else "")
+
+
+def prereg_status(slugs: list[str] | None = None) -> dict[tuple[str, str], str]:
+    """(slug, claim) -> "yes (abc1234)" / "no" / ... from git (see shared.prereg)."""
+    from shared.prereg import prereg
+
+    out = {}
+    for r in prereg(slugs):
+        out[(r.slug, r.claim)] = f"yes ({r.text_since[:7]})" if r.status == "yes" else r.status
+    return out
+
+
+def tally(claims: list[dict[str, Any]]) -> dict[str, int]:
+    counts = {v: 0 for v in VERDICT_LABEL}
+    for c in claims:
+        counts[c["verdict"]] += 1
+    return counts
+
+
+def summary_line(claims: list[dict[str, Any]]) -> str:
+    """"N replication claims: r reproduced, n not reproduced, i inconclusive; M checks: p passed, f failed"."""
+    reps = [c for c in claims if c["kind"] == "replication"]
+    checks = [c for c in claims if c["kind"] == "check"]
+    t = tally(claims)
+    return (f"{len(reps)} replication claims: {t['reproduced']} reproduced, {t['not_reproduced']} not "
+            f"reproduced, {t['inconclusive']} inconclusive; {len(checks)} checks: {t['passed']} passed, "
+            f"{t['failed']} failed")
+
+
+def _evidence(slug: str, cid: str, from_root: bool) -> str:
+    base = f"papers/{slug}/README.md" if from_root else "README.md"
+    return f"[evidence]({base}#claim-{cid.replace('_', '-')})"
+
+
 def root_table() -> str:
-    lines = ["| paper | claim | paper's value | ours (95% CI) | verdict | profile |",
-             "|---|---|---|---|---|---|"]
+    rep = ["| paper | claim | paper's value | ours (95% CI) | unit | gate | control | verdict | pre-registered "
+           "| profile |", "|---|---|---|---|---|---|---|---|---|---|"]
+    chk = ["| paper | check | ours (95% CI) | unit | verdict | profile |", "|---|---|---|---|---|---|"]
+    everything: list[dict[str, Any]] = []
+    status = prereg_status()
     for slug in paths.list_papers():
         metrics = _metrics(slug)
         link = f"[{slug}](papers/{slug}/README.md)"
         if metrics is None:
-            lines.append(f"| {link} | (not run yet) | | | | |")
+            rep.append(f"| {link} | (not run yet) | | | | | | | | |")
             continue
+        profile = metrics["profile"]
         for c in metrics["claims"]:
-            lines.append(f"| {link} | {_cell(c['id'])} | {_cell(c['paper_value'])} | "
-                         f"{fmt_measured(c['measured'])} | {VERDICT_LABEL[c['verdict']]} | "
-                         f"{metrics['profile']} |")
-    return "\n".join(lines)
+            everything.append(c)
+            claim = f"{_cell(c['id'])} ({_evidence(slug, c['id'], True)})"
+            unit = _cell(c["measured"]["unit"])
+            if c["kind"] == "check":
+                chk.append(f"| {link} | {claim} | {fmt_measured(c['measured'])} | {unit} | "
+                           f"{verdict_label(c, profile)} | {profile} |")
+            else:
+                rep.append(f"| {link} | {claim} | {_cell(c['paper_value'])} | {fmt_measured(c['measured'])} | "
+                           f"{unit} | {gate_label(c)} | {control_label(c)} | {verdict_label(c, profile)} | "
+                           f"{status.get((slug, c['id']), 'unknown')} | {profile} |")
+    return "\n".join([f"**{summary_line(everything)}.** Gate: whether the experiment could test the claim "
+                      "(failed: inconclusive). Control: the same criterion on an arm without the effect "
+                      "(meets it too: inconclusive). Pre-registered: the claim's text was committed before "
+                      "its first results (`papers prereg`).", "", "Replication claims:", "", *rep, "",
+                      "Checks (identities, theorems verified numerically, sanity and manipulation checks; "
+                      "never counted as reproductions):", "", *chk])
 
 
 def paper_block(slug: str) -> str:
@@ -78,19 +145,32 @@ def paper_block(slug: str) -> str:
     runtime = _runtime(slug)
     wall = f"; wall time {runtime['wall_time_s']:.0f} s" if "wall_time_s" in runtime else ""
     seeds = ", ".join(str(s) for s in metrics["seeds"])
+    profile = metrics["profile"]
+    status = prereg_status([slug])
     out = [f"_Generated by `papers report` from `results/{slug}/metrics.json` (profile "
-           f"`{metrics['profile']}`, device `{metrics['device']}`, seeds {seeds}{wall}). Do not edit by hand._",
-           "",
-           "| claim | paper | ours (95% CI) | verdict |",
-           "|---|---|---|---|"]
+           f"`{profile}`, device `{metrics['device']}`, seeds {seeds}{wall}; claim registry "
+           f"[claims.yaml](claims.yaml)). Do not edit by hand._",
+           "", f"**{summary_line(metrics['claims'])}.**", "",
+           "| claim | kind | paper | ours (95% CI) | unit | gate | control | verdict | pre-registered |",
+           "|---|---|---|---|---|---|---|---|---|"]
     for c in metrics["claims"]:
-        out.append(f"| **{c['id']}**: {_cell(c['statement'])} | {_cell(c['paper_value'])} | "
-                   f"{fmt_measured(c['measured'])} | {VERDICT_LABEL[c['verdict']]} |")
-    out += ["", "How each verdict was decided (criterion, then what was measured):", ""]
+        out.append(f"| **{c['id']}**: {_cell(c['statement'])} | {c['kind']} | {_cell(c['paper_value'])} | "
+                   f"{fmt_measured(c['measured'])} | {_cell(c['measured']['unit'])} | {gate_label(c)} | "
+                   f"{control_label(c)} | {verdict_label(c, profile)} | "
+                   f"{status.get((slug, c['id']), 'unknown')} |")
+    out += ["", "How each verdict was decided (criterion, gate, control, then what was measured):", ""]
     for c in metrics["claims"]:
-        m = c["measured"]
-        out.append(f"- **{c['id']}** ({c['verdict'].replace('_', ' ')}). Criterion: {c['criterion']} "
-                   f"Measured: {fmt_measured(m)} {m['unit']} ({m['method']}, n = {m['n']}). {c['detail']}")
+        m, g, ctrl = c["measured"], c["gate"], c["control"]
+        gate = (f"Gate: {g['condition']} -> {'passed' if g['passed'] else 'failed'} ({g['detail']})."
+                if g["passed"] is not None else f"Gate: {g['condition']}.")
+        control = (f"Control: {ctrl['arm']} -> {fmt_measured(ctrl['measured'])}"
+                   f"{', meets the criterion too' if ctrl['meets_criterion'] else ''}"
+                   f"{' (' + ctrl['detail'] + ')' if ctrl['detail'] else ''}."
+                   if ctrl["measured"] is not None else f"Control: {ctrl['arm']}.")
+        out.append(f"- <a id=\"claim-{c['id'].replace('_', '-')}\"></a>**{c['id']}** ({c['kind']}, "
+                   f"{verdict_label(c, profile)}; source: {_cell(c['source'])}). Criterion: {c['criterion']} "
+                   f"{gate} {control} Measured ({c['metric']}): {fmt_measured(m)} {m['unit']} "
+                   f"({m['method']}, n = {m['n']}). Verdict: {c['reason']}. {c['detail']}".rstrip())
     if metrics["headline"]:
         out += ["", "| headline number | value |", "|---|---|"]
         out += [f"| {_cell(k)} | {fmt(v) if isinstance(v, (int, float)) else _cell(str(v))} |"

@@ -1,0 +1,56 @@
+"""The generated results tables: replication claims with gate, control and pre-registration; checks in
+their own table; the tally line; smoke runs labelled as not meaningful."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import make_toy_repo, papers_cli
+
+pytestmark = pytest.mark.slow  # executes the toy notebook
+
+
+def _repo(tmp_path: Path) -> Path:
+    root = make_toy_repo(tmp_path, git=True)
+    (root / "README.md").write_text("# R\n<!-- results-table:begin -->\n<!-- results-table:end -->\n")
+    (root / "papers" / "toy" / "README.md").write_text("# [Re] Toy\n<!-- results:begin -->\n<!-- results:end -->\n")
+    for args in (["add", "-A"], ["commit", "-qm", "registry"]):
+        subprocess.run(["git", *args], cwd=root, check=True)
+    return root
+
+
+def cli(root: Path, *args: str) -> subprocess.CompletedProcess:
+    res = papers_cli(*args, cwd=root, env={"REPLICATIONS_ROOT": str(root)})
+    assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_tables_split_checks_and_show_gate_control_prereg(tmp_path):
+    root = _repo(tmp_path)
+    cli(root, "run", "toy", "--quiet")
+    cli(root, "report")
+    top = (root / "README.md").read_text()
+    assert "**1 replication claims: 1 reproduced, 0 not reproduced, 0 inconclusive; 1 checks: 1 passed, 0 failed.**" in top
+    rep, chk = top.split("Checks (")
+    gap_row = next(line for line in rep.splitlines() if "| gap (" in line)
+    cells = [c.strip() for c in gap_row.split("|")]
+    assert cells[5:11] == ["pp", "passed", "fails it", "reproduced", cells[9], "small"]
+    assert cells[9].startswith("yes (")
+    assert "papers/toy/README.md#claim-gap" in gap_row
+    assert "| identity (" in chk and "identity" not in rep.split("Replication claims:")[1]
+    paper = (root / "papers" / "toy" / "README.md").read_text()
+    assert '<a id="claim-gap"></a>' in paper and "Control: an A/A comparison with zero effect ->" in paper
+    summary = cli(root, "summary").stdout
+    assert "1 replication claims: 1 reproduced" in summary
+    assert cli(root, "report", "--check").returncode == 0
+
+
+def test_smoke_verdicts_are_labelled(tmp_path):
+    root = _repo(tmp_path)
+    cli(root, "run", "toy", "--quiet", "--profile", "smoke", "--out", "results/toy")
+    cli(root, "report")
+    assert "reproduced (smoke run: not meaningful)" in (root / "README.md").read_text()
+    assert "(smoke run: verdicts not meaningful)" in cli(root, "summary").stdout
