@@ -5,15 +5,18 @@ import pandas as pd
 import pytest
 from scipy.stats import multivariate_normal
 
-from papers.provable_pretraining.analysis import (decide_control, decide_factor_advantage, decide_factor_rate,
-                                                  decide_mixture_advantage, decide_unlabeled_scaling, loglog_slope,
-                                                  make_claims)
+from papers.provable_pretraining.analysis import (evaluate_factor_advantage, evaluate_factor_rate,
+                                                  evaluate_mixture_advantage, evaluate_unlabeled_consistency,
+                                                  loglog_slope, worst_over)
 from papers.provable_pretraining.experiment import (LABELED_ONLY, PRETRAIN, SUPERVISED_LOGISTIC, SUPERVISED_RIDGE,
                                                     nested_ppca, run_factor_grid)
 from papers.provable_pretraining.factor_model import (PPCA, fit_ppca, make_factor_model, ols_with_intercept,
-                                                      ppca_from_moments, pretrain_then_erm, supervised_ridge)
-from papers.provable_pretraining.mixture_model import (ConstantClassifier, excess_error, make_mixture_model,
-                                                       supervised_logistic)
+                                                      ppca_from_moments, pretrain_then_erm, subspace_sin,
+                                                      supervised_ridge)
+from papers.provable_pretraining.mixture_model import (ConstantClassifier, component_accuracy, excess_error,
+                                                       make_mixture_model, supervised_logistic)
+from shared.claims import load_claims
+from shared.metrics import Measurement
 
 
 def test_bayes_risk_closed_form_and_monte_carlo():
@@ -110,11 +113,40 @@ def test_factor_grid_has_every_cell():
     df = run_factor_grid([8], 2, [6, 16], [20, 50], [0, 1])
     assert len(df) == 2 * 2 * (4 + 2)  # seeds x n x (4 baselines + 2 pretrain m)
     assert (df["excess_risk"] >= 0).all()
+    pre = df[df["method"] == PRETRAIN]
+    assert pre["subspace_sin"].between(0, 1).all() and df.loc[df["method"] != PRETRAIN, "subspace_sin"].isna().all()
 
 
-# --- verdict rules on synthetic tables -------------------------------------------------------------------
+def test_subspace_sin():
+    B = np.eye(4)[:, :2]
+    assert subspace_sin(B * 3.0, B) == pytest.approx(0.0)  # same span, any scale
+    assert subspace_sin(np.eye(4)[:, 2:], B) == pytest.approx(1.0)  # orthogonal
+    tilt = np.array([[1.0, 0], [0, np.cos(0.3)], [0, np.sin(0.3)], [0, 0]])
+    assert subspace_sin(tilt, B) == pytest.approx(np.sin(0.3))
+    assert subspace_sin(np.column_stack([B[:, 0], np.zeros(4)]), B) == 1.0  # a lost column = a missed direction
 
-def _factor_table(pre_scale: float, sup_scale: float, d: int = 10, seeds=range(6)):
+
+def test_uninformative_mixture_and_component_accuracy():
+    model = make_mixture_model(d=6, K=4, separation=3.0, rng=np.random.default_rng(0), informative=False)
+    assert np.allclose(model.means @ model.label_direction, 0) and np.linalg.norm(model.label_direction) == pytest.approx(1)
+    x, y, k = model.sample_with_components(4000, np.random.default_rng(1))
+    assert np.array_equal(y, model.bayes_predict(x))  # the label is a deterministic function of x
+    # the label carries no information about the cluster
+    assert all(abs(y[k == j].mean() - 0.5) < 0.08 for j in range(4))
+    # the informative model draws the same means from the same seed
+    same = make_mixture_model(d=6, K=4, separation=3.0, rng=np.random.default_rng(0))
+    assert np.array_equal(same.means, model.means) and same.label_direction is None
+    # sample() and sample_with_components() consume the generator identically
+    x1, y1 = same.sample(10, np.random.default_rng(5))
+    x2, y2, _ = same.sample_with_components(10, np.random.default_rng(5))
+    assert np.array_equal(x1, x2) and np.array_equal(y1, y2)
+    assert component_accuracy(np.array([1, 1, 0, 2]), np.array([0, 0, 1, 2]), 3) == 1.0  # up to relabelling
+    assert component_accuracy(np.array([0, 0, 0, 0]), np.array([0, 1, 0, 1]), 2) == 0.5
+
+
+# --- verdicts on synthetic tables (the shared rule, through the registry) ---------------------------------
+
+def _factor_table(pre_scale: float, sup_scale: float, d: int = 10, seeds=range(6), sin: float = 0.05):
     rows = []
     for s in seeds:
         jitter = 1 + 0.05 * np.sin(s)
@@ -122,49 +154,96 @@ def _factor_table(pre_scale: float, sup_scale: float, d: int = 10, seeds=range(6
             rows.append({"d": d, "seed": s, "n": n, "method": SUPERVISED_RIDGE, "m": 0,
                          "excess_risk": sup_scale * d / n * jitter})
             for m, extra in ((100, 0.2), (1000, 0.02)):
-                rows.append({"d": d, "seed": s, "n": n, "method": PRETRAIN, "m": m,
+                rows.append({"d": d, "seed": s, "n": n, "method": PRETRAIN, "m": m, "subspace_sin": sin,
                              "excess_risk": pre_scale / n * jitter + extra / (1 + s)})
     return pd.DataFrame(rows)
 
 
 def _claims():
-    return {c.id: c for c in make_claims()}
+    return load_claims("provable_pretraining")
 
 
-def test_factor_verdicts():
+def test_registry_kinds():
+    kinds = {cid: c.kind for cid, c in _claims().items()}
+    assert kinds == {"factor_advantage_at_2d": "replication", "factor_rate_v2": "replication",
+                     "unlabeled_consistency": "check", "mixture_advantage_v2": "replication"}
+
+
+def test_worst_over():
+    parts = [Measurement(5.0, 4.0, 6.0, 3, "x"), Measurement(3.5, 2.5, 4.5, 3, "x")]
+    m = worst_over(parts, "greater", "m", "ratio")
+    assert (m.value, m.ci_low, m.ci_high) == (3.5, 2.5, 4.5)
+    m = worst_over(parts, "less", "m", "ratio")
+    assert (m.value, m.ci_low, m.ci_high) == (5.0, 4.0, 6.0)
+    assert worst_over([Measurement(1.0, None, None, 1, "x")], "greater", "m", "u").ci_low is None
+
+
+def test_factor_advantage_gate_control_and_short():
     good = _factor_table(pre_scale=1.0, sup_scale=1.0)
-    assert decide_factor_advantage(_claims()["factor_advantage"], good).verdict == "reproduced"
-    bad = _factor_table(pre_scale=20.0, sup_scale=1.0)
-    assert decide_factor_advantage(_claims()["factor_advantage"], bad).verdict == "not_reproduced"
-    assert decide_unlabeled_scaling(_claims()["unlabeled_scaling"], good).verdict == "reproduced"
+    uninformative = _factor_table(pre_scale=50.0, sup_scale=1.0)
+    c = evaluate_factor_advantage(_claims()["factor_advantage_at_2d"], good, uninformative)
+    at = good[good["n"] == 20]
+    sup = at.loc[at["method"] == SUPERVISED_RIDGE, "excess_risk"].mean()
+    pre = at.loc[(at["method"] == PRETRAIN) & (at["m"] == 1000), "excess_risk"].mean()
+    assert c.measured.value == pytest.approx(sup / pre)  # ratio of means at n = 2d = 20, about 8.6
+    assert c.verdict == "reproduced" and c.gate.passed and c.control_meets is False
+    # a control that meets the criterion too: the criterion does not discriminate
+    c = evaluate_factor_advantage(_claims()["factor_advantage_at_2d"], good, good)
+    assert c.verdict == "inconclusive" and c.control_meets is True
+    # the representation was not recovered: gate failed -> inconclusive, never not_reproduced
+    c = evaluate_factor_advantage(_claims()["factor_advantage_at_2d"], _factor_table(20.0, 1.0, sin=0.5),
+                                  uninformative)
+    assert c.verdict == "inconclusive" and not c.gate.passed
+    c = evaluate_factor_advantage(_claims()["factor_advantage_at_2d"], _factor_table(20.0, 1.0), uninformative)
+    assert c.verdict == "not_reproduced" and c.measured.ci_high < 3
 
 
-def test_rate_verdict_and_slope():
+def test_rate_and_slope():
     table = pd.DataFrame([[2.0, 1.0, 0.5], [2.0, 1.0, 0.5]], columns=[10, 20, 40])
     assert loglog_slope(table) == pytest.approx(-1.0)
-    rate = decide_factor_rate(_claims()["factor_rate"], _factor_table(1.0, 1.0), r=2)
-    assert rate.verdict == "not_reproduced"  # the m=1000 floor flattens 1/n: slope well above -0.8
     clean = _factor_table(1.0, 1.0)
     clean.loc[clean["method"] == PRETRAIN, "excess_risk"] = 1.0 / clean["n"]
-    assert decide_factor_rate(_claims()["factor_rate"], clean, r=2).verdict == "reproduced"
+    flat = _factor_table(1.0, 1.0)
+    flat.loc[flat["method"] == PRETRAIN, "excess_risk"] = 1.0
+    c = evaluate_factor_rate(_claims()["factor_rate_v2"], clean, flat, r=2)
+    assert c.verdict == "reproduced" and c.measured.value == pytest.approx(-1.0)
+    assert c.control.measured.value == pytest.approx(0.0) and c.control_meets is False
+    # the m = 1000 floor flattens 1/n: slope about -0.8, its interval straddles the band's edge
+    c = evaluate_factor_rate(_claims()["factor_rate_v2"], _factor_table(1.0, 1.0), flat, r=2)
+    assert c.verdict == "inconclusive" and c.measured.ci_low < -0.8 < c.measured.ci_high
+    assert evaluate_factor_rate(_claims()["factor_rate_v2"], flat, flat, r=2).verdict == "not_reproduced"
 
 
-def test_control_verdict():
-    table = _factor_table(pre_scale=1.0, sup_scale=1.0)
-    assert decide_control(_claims()["uninformative_control"], table).verdict == "not_reproduced"
-    flat = _factor_table(pre_scale=50.0, sup_scale=0.1)
-    assert decide_control(_claims()["uninformative_control"], flat).verdict == "reproduced"
+def test_unlabeled_consistency_check():
+    c = evaluate_unlabeled_consistency(_claims()["unlabeled_consistency"], _factor_table(1.0, 1.0))
+    assert c.verdict == "passed" and c.measured.value == pytest.approx(-1.0)  # risk falls with m in every seed
+    rising = _factor_table(1.0, 1.0)
+    rising.loc[(rising["method"] == PRETRAIN) & (rising["m"] == 1000), "excess_risk"] += 1.0
+    assert evaluate_unlabeled_consistency(_claims()["unlabeled_consistency"], rising).verdict == "failed"
 
 
-def test_mixture_verdict():
+def _mixture(pretrained, em_acc=0.9):
     rows = []
     for s in range(5):
         for n in (10, 50, 200):
             rows += [{"d": 2, "seed": s, "n": n, "method": SUPERVISED_LOGISTIC, "m": 0, "excess_risk": 0.2 + 0.01 * s},
                      {"d": 2, "seed": s, "n": n, "method": LABELED_ONLY, "m": 0, "excess_risk": 0.1 + 0.02 * s},
-                     {"d": 2, "seed": s, "n": n, "method": PRETRAIN, "m": 1000, "excess_risk": 0.01 * (s % 2)}]
-    table = pd.DataFrame(rows)
-    c = decide_mixture_advantage(_claims()["mixture_advantage"], table)
-    assert c.verdict == "reproduced" and c.measured.value == pytest.approx(0.136, abs=1e-9)
-    worse = table.assign(excess_risk=np.where(table["method"] == PRETRAIN, 0.5, table["excess_risk"]))
-    assert decide_mixture_advantage(_claims()["mixture_advantage"], worse).verdict == "not_reproduced"
+                     {"d": 2, "seed": s, "n": n, "method": PRETRAIN, "m": 1000, "excess_risk": pretrained(s),
+                      "em_component_acc": em_acc, "bayes_component_acc": 0.92}]
+    return pd.DataFrame(rows)
+
+
+def test_mixture_advantage():
+    table = _mixture(lambda s: 0.01 * (s % 2))
+    control = _mixture(lambda s: 0.5)
+    c = evaluate_mixture_advantage(_claims()["mixture_advantage_v2"], table, control)
+    # worst cell: labels-only pipeline, differences 0.10, 0.11, 0.14, 0.15, 0.18 (mean 0.136)
+    diffs = np.array([0.10, 0.11, 0.14, 0.15, 0.18])
+    half = 2.776445105 * diffs.std(ddof=1) / np.sqrt(5)
+    assert c.measured.value == pytest.approx(0.136)
+    assert c.measured.ci_low == pytest.approx(0.136 - half) and c.measured.ci_high == pytest.approx(0.136 + half)
+    assert c.verdict == "reproduced" and c.gate.passed and c.control_meets is False
+    assert evaluate_mixture_advantage(_claims()["mixture_advantage_v2"], control, control).verdict == "not_reproduced"
+    gated = evaluate_mixture_advantage(_claims()["mixture_advantage_v2"], _mixture(lambda s: 0.0, em_acc=0.5), control)
+    assert gated.verdict == "inconclusive" and not gated.gate.passed
+    assert evaluate_mixture_advantage(_claims()["mixture_advantage_v2"], table, table).verdict == "inconclusive"

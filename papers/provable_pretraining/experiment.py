@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from .factor_model import (PPCA, FactorModel, fit_ppca, make_factor_model, oracle_then_erm, ppca_from_moments,
-                           pretrain_then_erm, supervised_min_norm, supervised_ridge)
-from .mixture_model import (PretrainedClassifier, excess_error, fit_mixture, make_mixture_model,
-                            supervised_logistic)
+                           pretrain_then_erm, subspace_sin, supervised_min_norm, supervised_ridge)
+from .mixture_model import (PretrainedClassifier, component_accuracy, excess_error, fit_mixture,
+                            make_mixture_model, supervised_logistic)
 
 PRETRAIN = "pretrain (MLE + ERM)"
 LABELED_ONLY = "same pipeline, labeled x only"
@@ -68,22 +68,29 @@ def run_factor_grid(d_values: list[int], r: int, n_values: list[int], m_values: 
                              "excess_risk": model.excess_risk(*pretrain_then_erm(Xn, yn, fit_ppca(Xn, r)))})
                 for m, ppca in ppcas.items():
                     rows.append({**base, "method": PRETRAIN, "m": m,
-                                 "excess_risk": model.excess_risk(*pretrain_then_erm(Xn, yn, ppca))})
+                                 "excess_risk": model.excess_risk(*pretrain_then_erm(Xn, yn, ppca)),
+                                 "subspace_sin": subspace_sin(ppca.W, model.B)})
     return pd.DataFrame(rows)
 
 
 def run_mixture_grid(d: int, K: int, separation: float, n_values: list[int], m_values: list[int],
-                     seeds: list[int], n_test: int) -> pd.DataFrame:
-    """Excess 0-1 error of every method on every (seed, n[, m]) cell of the Gaussian-mixture task."""
+                     seeds: list[int], n_test: int, informative: bool = True) -> pd.DataFrame:
+    """Excess 0-1 error of every method on every (seed, n[, m]) cell of the Gaussian-mixture task.
+
+    Pretrained rows also carry the held-out component accuracy of the fitted mixture (best matching of its
+    components to the true ones) and that of the true model's Bayes assignment (the gate's reference).
+    ``informative=False``: the control task whose label ignores the cluster (same means)."""
     rows = []
     for seed in seeds:
-        model = make_mixture_model(d, K, separation, _rng(seed, d, K, 0))
+        model = make_mixture_model(d, K, separation, _rng(seed, d, K, 0), informative)
         X_unlab, _ = model.sample(max(m_values), _rng(seed, d, K, 1))
         mixtures = {m: fit_mixture(X_unlab[:m], K, seed) for m in m_values}
         X, y = model.sample(max(n_values), _rng(seed, d, K, 2))
-        x_test, y_test = model.sample(n_test, _rng(seed, d, K, 3))
+        x_test, y_test, k_test = model.sample_with_components(n_test, _rng(seed, d, K, 3))
         y_bayes = model.bayes_predict(x_test)
         bayes_error = float(np.mean(y_bayes != y_test))
+        bayes_comp = component_accuracy(model.bayes_components(x_test), k_test, K)
+        em_comp = {m: component_accuracy(mix.predict(x_test), k_test, K) for m, mix in mixtures.items()}
         for n in n_values:
             Xn, yn = X[:n], y[:n]
             base = {"d": d, "seed": seed, "n": n, "bayes_error": bayes_error}
@@ -95,5 +102,6 @@ def run_mixture_grid(d: int, K: int, separation: float, n_values: list[int], m_v
             for m, mixture in mixtures.items():
                 clf = PretrainedClassifier(mixture, Xn, yn)
                 rows.append({**base, "method": PRETRAIN, "m": m,
-                             "excess_risk": excess_error(clf, x_test, y_bayes, y_test)})
+                             "excess_risk": excess_error(clf, x_test, y_bayes, y_test),
+                             "em_component_acc": em_comp[m], "bayes_component_acc": bayes_comp})
     return pd.DataFrame(rows)

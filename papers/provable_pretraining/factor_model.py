@@ -101,6 +101,17 @@ class PPCA:
         return A, -A @ self.mu
 
 
+def subspace_sin(W: np.ndarray, B: np.ndarray) -> float:
+    """Sine of the largest principal angle between span(W) and span(B) (B orthonormal): 0 = the learned
+    representation spans the true latent subspace, 1 = it misses a direction entirely (also when W has
+    lost rank, e.g. clipped columns)."""
+    U, s, _ = np.linalg.svd(W, full_matrices=False)
+    if s.size == 0 or s[-1] <= 1e-12 * max(s[0], 1e-300):
+        return 1.0
+    residual = U - B @ (B.T @ U)
+    return float(min(1.0, np.linalg.norm(residual, 2)))
+
+
 def ppca_from_moments(mu: np.ndarray, cov: np.ndarray, r: int) -> PPCA:
     """Closed-form PPCA maximum likelihood (Tipping & Bishop 1999, eqs. 7-8) from the sample mean and the
     (1/m) sample covariance, rotation R = I: ``sigma2 = mean of the d - r smallest eigenvalues``,

@@ -23,6 +23,9 @@ from scipy.special import logsumexp
 class MixtureModel:
     means: np.ndarray  # (K, d)
     positive: np.ndarray  # (K,) bool: clusters labelled 1
+    # the uninformative control: y = 1[<v, x> > 0] with v orthogonal to every mean, so that the label is
+    # independent of the cluster and the posterior cluster probabilities carry no information about it
+    label_direction: np.ndarray | None = None
 
     @property
     def K(self) -> int:
@@ -33,9 +36,20 @@ class MixtureModel:
         return self.means.shape[1]
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        x, y, _ = self.sample_with_components(n, rng)
+        return x, y
+
+    def sample_with_components(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(x, y, k): the inputs, the labels and the true component of each point."""
         k = rng.integers(0, self.K, size=n)
         x = self.means[k] + rng.standard_normal((n, self.d))
-        return x, self.positive[k].astype(int)
+        if self.label_direction is not None:
+            return x, (x @ self.label_direction > 0).astype(int), k
+        return x, self.positive[k].astype(int), k
+
+    def bayes_components(self, x: np.ndarray) -> np.ndarray:
+        """The most probable component of each point under the true model (equal weights, identity covariance)."""
+        return ((x[:, None, :] - self.means[None]) ** 2).sum(-1).argmin(1)
 
     def posterior_positive(self, x: np.ndarray) -> np.ndarray:
         """Exact P(y = 1 | x) under the true model (equal weights and identity covariances)."""
@@ -43,18 +57,43 @@ class MixtureModel:
         return np.exp(logsumexp(logits[:, self.positive], axis=1) - logsumexp(logits, axis=1))
 
     def bayes_predict(self, x: np.ndarray) -> np.ndarray:
+        if self.label_direction is not None:
+            return (x @ self.label_direction > 0).astype(int)
         return (self.posterior_positive(x) > 0.5).astype(int)
 
 
-def make_mixture_model(d: int, K: int, separation: float, rng: np.random.Generator) -> MixtureModel:
+def make_mixture_model(d: int, K: int, separation: float, rng: np.random.Generator,
+                       informative: bool = True) -> MixtureModel:
     """Means ``N(0, s^2 I)`` with ``s = separation / sqrt(2 d)``, so the expected distance between two means
-    is about ``separation`` noise standard deviations; the first K // 2 clusters are labelled 1."""
+    is about ``separation`` noise standard deviations; the first K // 2 clusters are labelled 1.
+
+    ``informative=False`` (the control): the label is ``1[<v, x> > 0]`` with ``v`` a unit vector orthogonal
+    to every mean (needs K < d), so it does not depend on the cluster at all."""
     if K < 2 or K % 2:
         raise ValueError(f"K must be an even number >= 2, got {K}")
     means = rng.standard_normal((K, d)) * separation / np.sqrt(2 * d)
     positive = np.zeros(K, dtype=bool)
     positive[: K // 2] = True
-    return MixtureModel(means, positive)
+    if informative:
+        return MixtureModel(means, positive)
+    if K >= d:
+        raise ValueError(f"the uninformative control needs K < d (got K={K}, d={d})")
+    v = rng.standard_normal(d)
+    q, _ = np.linalg.qr(means.T)  # orthonormal basis of the span of the means
+    v -= q @ (q.T @ v)
+    return MixtureModel(means, positive, v / np.linalg.norm(v))
+
+
+def component_accuracy(predicted: np.ndarray, true: np.ndarray, K: int) -> float:
+    """Fraction of points whose predicted component matches the true one under the best one-to-one
+    relabelling of the predicted components (Hungarian matching): mixtures are identified up to a
+    permutation."""
+    from scipy.optimize import linear_sum_assignment
+
+    confusion = np.zeros((K, K))
+    np.add.at(confusion, (predicted, true), 1)
+    rows, cols = linear_sum_assignment(-confusion)
+    return float(confusion[rows, cols].sum() / len(true))
 
 
 class ConstantClassifier:
