@@ -32,29 +32,17 @@ CITATION = "{marker}: authors. {title}. venue, year."
 METHOD = '''"""The paper's method, data generators and metrics as plain, tested functions.
 
 {marker}: replace the worked example below with the paper's science. Cite the equation or section each
-function implements in its docstring.
+function implements in its docstring. The claims are registered in claims.yaml (see docs/claims.md), not
+here; this module measures what they need.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from shared.metrics import Claim, Measurement
+from shared.claims import Control, Gate
+from shared.metrics import Measurement
 from shared.stats import seed_measurement
-
-# Pre-registered claims: write them (statement, criterion, the paper's value) BEFORE the first run.
-CLAIMS = {{
-    "example_claim": dict(
-        statement="{marker}: what the paper claims, in one sentence.",
-        criterion="{marker}: the rule that decides the verdict, e.g. the mean over seeds of the sample mean "
-                  "of N(mu, 1) lies within 0.05 of mu.",
-        paper_value="{marker}: the paper's number and its setting",
-    ),
-}}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
 
 
 def sample_mean(mu: float, n_samples: int, seed: int) -> float:
@@ -63,10 +51,34 @@ def sample_mean(mu: float, n_samples: int, seed: int) -> float:
     return float(rng.normal(mu, 1.0, size=n_samples).mean())
 
 
-def decide_example(claim: Claim, estimates: list[float], mu: float, tolerance: float = 0.05) -> Claim:
-    m: Measurement = seed_measurement(estimates, unit="estimate")
-    verdict = "reproduced" if abs(m.value - mu) <= tolerance else "not_reproduced"
-    return claim.decide(m, verdict, f"mean estimate {{m.value:.4f}} vs mu = {{mu}} (tolerance {{tolerance}})")
+def measure_example(estimates: list[float], control_estimates: list[float], n_samples: int,
+                    tolerance: float) -> tuple[Measurement, Gate, Control]:
+    """The example claim's statistic (estimates over seeds), its gate (the standard error 1/sqrt(n) is
+    below half the tolerance, so the band can be resolved) and its control (estimates on data shifted by
+    construction, which must fall outside the band)."""
+    se = 1.0 / np.sqrt(n_samples)
+    gate = Gate(passed=bool(se < tolerance / 2), value=float(se),
+                detail=f"standard error {{se:.4f}} vs half the tolerance {{tolerance / 2:g}}")
+    control = Control(seed_measurement(control_estimates, unit="estimate"), detail="N(mu + 0.5, 1) draws")
+    return seed_measurement(estimates, unit="estimate"), gate, control
+'''
+
+REGISTRY = '''# The claim registry of {slug}: the text of record of what this replication tests (docs/claims.md).
+# Commit it BEFORE the first `small` run of a claim; `papers prereg` checks that from git.
+claims:
+  - id: example_claim
+    kind: replication
+    statement: "{marker}: what the paper claims, in one sentence."
+    source: "{marker}: where the paper says it (section, table, figure)"
+    paper_value: "{marker}: the paper's number and its setting"
+    metric: mean over seeds of the sample mean of N(mu, 1)
+    unit: estimate
+    direction: within
+    target: 0.5
+    tolerance: 0.05
+    criterion: the t interval over seeds lies inside mu +- 0.05
+    gate: the standard error per seed is below half the tolerance (the band can be resolved)
+    control: the same estimate on N(mu + 0.5, 1) draws, which must fall outside the band
 '''
 
 NOTEBOOK = '''# %% [markdown]
@@ -74,8 +86,8 @@ NOTEBOOK = '''# %% [markdown]
 #
 # [{url}]({url})
 #
-# {marker}: one paragraph on the paper and what this notebook tests. The claims and criteria are in
-# `method.CLAIMS` and the README, fixed before the first run.
+# {marker}: one paragraph on the paper and what this notebook tests. The claims, their gates and
+# controls are registered in `claims.yaml`, committed before the first run.
 
 # %% tags=["parameters"]
 profile: str = "small"  # parameter profile (set by the runner)
@@ -92,7 +104,8 @@ import pandas as pd
 import seaborn as sns
 
 from papers.{slug} import TITLE, URL
-from papers.{slug}.method import decide_example, make_claims, sample_mean
+from papers.{slug}.method import measure_example, sample_mean
+from shared.claims import load_claims
 from shared.metrics import write_metrics
 from shared.params import snapshot
 from shared.paths import resolve_output_dir
@@ -105,16 +118,20 @@ out = resolve_output_dir(output_dir, "{slug}")
 # ## Experiment
 
 # %%
-results = pd.DataFrame([{{"seed": s, "estimate": sample_mean(mu, n_samples, s)}} for s in seeds])
+results = pd.DataFrame([{{"seed": s, "estimate": sample_mean(mu, n_samples, s),
+                          "control_estimate": sample_mean(mu + 0.5, n_samples, s)}} for s in seeds])
 results
 
 # %% [markdown]
 # ## Verdicts
 
 # %%
-claims = {{c.id: c for c in make_claims()}}
-decide_example(claims["example_claim"], results["estimate"].tolist(), mu)
-pd.DataFrame([{{"claim": c.id, "value": c.measured.value, "verdict": c.verdict}} for c in claims.values()])
+claims = load_claims("{slug}")
+measured, gate, control = measure_example(results["estimate"].tolist(), results["control_estimate"].tolist(),
+                                          n_samples, tolerance=0.05)
+claims["example_claim"].evaluate(measured, gate=gate, control=control, detail=f"mu = {{mu}}")
+pd.DataFrame([{{"claim": c.id, "value": c.measured.value, "verdict": c.verdict, "reason": c.reason}}
+              for c in claims.values()])
 
 # %% [markdown]
 # ## Figure
@@ -146,11 +163,9 @@ papers run {slug} --profile smoke   # < 1 minute, proves the notebook runs
 
 ## Claims tested
 
-Pre-registered before the first `small` run (code of record: `CLAIMS` in [method.py](method.py)):
-
-| id | claim (paper) | criterion |
-|---|---|---|
-| `example_claim` | {marker} | {marker} |
+Registered in [claims.yaml](claims.yaml) (kind, criterion, gate, control) and committed before the first
+`small` run; `papers prereg {slug}` shows the commits. {marker}: one paragraph per claim on why its gate
+and control make the verdict able to come out either way.
 
 ## Setup and deviations from the paper
 
@@ -194,11 +209,14 @@ def _yaml():
 
 
 def _add_params_section(params_file: Path, slug: str) -> None:
+    """Append the paper's section at the end of params.yaml; every other line stays byte for byte."""
+    import io
+
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
+    text = params_file.read_text()
     y = _yaml()
-    data = y.load(params_file.read_text())
-    if slug in data:
+    if slug in (y.load(text) or {}):
         raise ScaffoldError(f"params.yaml already has a section {slug!r}")
     seeds = CommentedSeq([0, 1, 2])
     seeds.fa.set_flow_style()
@@ -207,10 +225,9 @@ def _add_params_section(params_file: Path, slug: str) -> None:
     section = CommentedMap(seeds=seeds, mu=0.5, n_samples=2000)
     section["profiles"] = CommentedMap(smoke=CommentedMap(seeds=smoke_seeds, n_samples=100),
                                        full=CommentedMap(n_samples=100000))
-    data[slug] = section
-    data.yaml_set_comment_before_after_key(slug, before="\n", indent=0)
-    with open(params_file, "w") as fh:
-        y.dump(data, fh)
+    buf = io.StringIO()
+    y.dump(CommentedMap({slug: section}), buf)
+    params_file.write_text(text.rstrip("\n") + "\n\n" + buf.getvalue())
 
 
 def _add_stage(dvc_file: Path, slug: str) -> None:
@@ -226,9 +243,10 @@ def _add_stage(dvc_file: Path, slug: str) -> None:
     stage["cmd"] = f"papers run {slug} --profile ${{profile}}"
     stage["deps"] = []  # filled by sync_stage_deps once the files exist
     stage["params"] = ["profile", slug]
-    stage["outs"] = [f"{res}/notebook.ipynb", CommentedMap({f"{res}/per_seed.csv": {"cache": False}}),
+    stage["outs"] = [f"{res}/notebook.ipynb", CommentedMap({f"{res}/metrics.json": {"cache": False}}),
+                     CommentedMap({f"{res}/per_seed.csv": {"cache": False}}),
                      CommentedMap({f"{res}/estimates.png": {"cache": False}})]
-    stage["metrics"] = [CommentedMap({f"{res}/metrics.json": {"cache": False}}),
+    stage["metrics"] = [CommentedMap({f"{res}/verdicts.json": {"cache": False}}),
                         CommentedMap({f"{res}/runtime.json": {"cache": False}})]
     # insert before the report stage, which must come last
     keys = list(stages)
@@ -258,6 +276,7 @@ def scaffold_paper(slug: str, title: str, url: str, grade: str = "B") -> list[Pa
     files = {
         pdir / "__init__.py": INIT.format(**fields),
         pdir / "method.py": METHOD.format(**fields),
+        pdir / "claims.yaml": REGISTRY.format(**fields),
         pdir / f"{slug}.nb.py": NOTEBOOK.format(**fields),
         pdir / "README.md": README.format(**fields),
         test_file: TEST.format(**fields),

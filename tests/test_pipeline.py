@@ -59,11 +59,12 @@ def test_stage_matches_files_on_disk(slug):
     assert stage, f"dvc.yaml has no stage {slug!r}"
     assert stage["cmd"] == f"papers run {slug} --profile ${{profile}}"
     deps = set(stage["deps"])
-    code = {d for d in deps if d.endswith(".py")}
+    code = {d for d in deps if d.endswith(".py") or d.endswith("/claims.yaml")}
     expected = set(stage_code_deps(slug))
+    assert f"papers/{slug}/claims.yaml" in expected, f"papers/{slug}/claims.yaml (the claim registry) is missing"
     assert code == expected, (f"stage {slug}: missing {sorted(expected - code)}, extra {sorted(code - expected)}; "
                               f"run `papers deps {slug} --write`")
-    assert all(d.endswith(".py") or d.startswith("data/") for d in deps), "deps are code or data/ inputs"
+    assert all(d in code or d.startswith("data/") for d in deps), "deps are code, the registry or data/ inputs"
     assert f"papers/{slug}/README.md" not in deps  # the report stage writes it
     # data inputs come from a data stage (absent on a fresh clone until `make data`); code must exist
     produced = {out for name, st in DVC["stages"].items() if name.startswith("data_") for out in st.get("outs", [])}
@@ -76,6 +77,7 @@ def test_stage_matches_files_on_disk(slug):
             outs.append(next(iter(item)) if isinstance(item, dict) else item)
     assert all(o.startswith(f"results/{slug}/") for o in outs), outs
     assert f"results/{slug}/metrics.json" in outs and f"results/{slug}/notebook.ipynb" in outs
+    assert f"results/{slug}/verdicts.json" in outs
 
 
 @pytest.mark.parametrize("slug", PAPERS)
@@ -139,6 +141,32 @@ def test_committed_results_match_the_code_params_and_readmes():
             if params.get(key) != value:
                 stale.append(f"{name}: params {key}")
     assert not stale, f"results are stale for {stale[:10]}: run `dvc repro` and commit dvc.lock"
+
+
+@pytest.mark.parametrize("slug", PAPERS)
+def test_registry_code_and_results_agree(slug):
+    """The registry is the text of record: it parses, the notebook evaluates exactly its claims (checked by
+    write_metrics at run time), and the committed results were produced under this very registry."""
+    import hashlib
+    import json
+
+    from shared.claims import load_claims
+
+    claims = load_claims(slug)  # raises with the claim and field on any problem
+    metrics_path = ROOT / "results" / slug / "metrics.json"
+    assert metrics_path.exists(), f"results/{slug}/metrics.json is missing: run `dvc repro {slug}`"
+    record = json.loads(metrics_path.read_text())
+    assert record.get("schema_version") == 2, f"results/{slug}: old metrics schema; rerun the stage"
+    sha = hashlib.sha256((ROOT / "papers" / slug / "claims.yaml").read_bytes()).hexdigest()
+    assert record["registry"]["sha256"] == sha, f"results/{slug} were produced under another claims.yaml"
+    assert [c["id"] for c in record["claims"]] == list(claims)
+    for c in record["claims"]:
+        reg = claims[c["id"]]
+        assert (c["kind"], c["statement"], c["criterion"], c["source"], c["paper_value"], c["metric"]) == (
+            reg.kind, reg.statement, reg.criterion, reg.source, reg.paper_value, reg.metric)
+        assert c["gate"]["condition"] == reg.gate_condition and c["control"]["arm"] == reg.control_arm
+        assert (c["gate"]["passed"] is not None) == reg.has_gate
+        assert (c["control"]["measured"] is not None) == reg.has_control
 
 
 def test_readme_tables_are_current():

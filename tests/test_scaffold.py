@@ -37,15 +37,18 @@ def test_new_paper_runs_and_only_its_markers_fail_the_checks(scratch_repo):
                      cwd=scratch_repo, env=env)
     assert res.returncode == 0, res.stderr
     pdir = scratch_repo / "papers" / "demo_paper"
-    assert {p.name for p in pdir.iterdir()} == {"__init__.py", "method.py", "demo_paper.nb.py", "README.md"}
+    assert {p.name for p in pdir.iterdir()} == {"__init__.py", "method.py", "claims.yaml", "demo_paper.nb.py",
+                                                 "README.md"}
     stage = yaml.safe_load((scratch_repo / "dvc.yaml").read_text())["stages"]["demo_paper"]
     assert "papers/demo_paper/method.py" in stage["deps"] and "shared/stats.py" in stage["deps"]
+    assert "papers/demo_paper/claims.yaml" in stage["deps"]
     params = yaml.safe_load((scratch_repo / "params.yaml").read_text())
     assert params["demo_paper"]["profiles"]["smoke"]["n_samples"] == 100
-    # the original content of the shared files survives (comments included)
-    assert (ROOT / "params.yaml").read_text().splitlines()[0] in (scratch_repo / "params.yaml").read_text()
+    # params.yaml is appended to: every earlier byte stays as it was (no rewrapped lines)
+    assert (scratch_repo / "params.yaml").read_text().startswith((ROOT / "params.yaml").read_text().rstrip("\n"))
 
-    run = papers_cli("run", "demo_paper", "--profile", "smoke", "--quiet", cwd=scratch_repo, env=env)
+    run = papers_cli("run", "demo_paper", "--profile", "smoke", "--quiet", "--out", "results/demo_paper",
+                     cwd=scratch_repo, env=env)
     assert run.returncode == 0, run.stderr
     assert (scratch_repo / "results" / "demo_paper" / "metrics.json").exists()
     assert papers_cli("report", cwd=scratch_repo, env=env).returncode == 0
