@@ -195,67 +195,182 @@ def test_pairs_distinct_mask():
     assert pairs.distinct.tolist() == [False, True, True]
 
 
-# --- verdict rules on synthetic tables --------------------------------------------------------------------
+def test_orient_swaps_and_randomises_pairs():
+    c, r = torch.tensor([[1, 1], [2, 2], [3, 3], [4, 4]]), torch.tensor([[5, 5], [6, 6], [7, 7], [8, 8]])
+    assert L.orient(c, r, "paired", 0)[0].tolist() == c.tolist()
+    sc, sr = L.orient(c, r, "swapped", 0)
+    assert sc.tolist() == r.tolist() and sr.tolist() == c.tolist()
+    rc, rr = L.orient(c, r, "random", 3)
+    for i in range(4):  # each pair keeps its two responses, one on each side
+        assert sorted([rc[i, 0].item(), rr[i, 0].item()]) == [c[i, 0].item(), r[i, 0].item()]
+    assert torch.equal(L.orient(c, r, "random", 3)[0], rc)  # seeded
+    with pytest.raises(ValueError, match="orientation"):
+        L.orient(c, r, "sideways", 0)
 
-def _lr_table(gain_by_rho, column="dpo_step_gain", spread=0.001, seeds=4):
+
+def test_output_profile_hand_case():
+    d = L.DIGIT0
+    answers = torch.tensor([[2 + d, 1 + d, L.EOS], [9 + d, 0 + d, L.EOS], [5 + d, 5 + d, L.EOS]])  # 12, 9, 55
+    responses = torch.tensor([[2 + d, 1 + d, L.EOS], [9 + d, 1 + d, L.EOS], [L.EOS, L.PAD, L.PAD]])  # 12, 19, bad
+    p = L.output_profile(responses, answers)
+    assert p["exact"] == pytest.approx(1 / 3) and p["above"] == pytest.approx(1 / 3)
+    assert p["below"] == 0.0 and p["malformed"] == pytest.approx(1 / 3)
+    assert p["digit0_diff"] == 0.0 and p["digit1_diff"] == pytest.approx(0.5)  # (0 + 1) / 2 well-formed
+
+
+def test_gd_path_reaches_the_optimum_and_tracks_accuracy():
+    g, x, yc, yr = _toy_data(n=3000, d=6, seed=2)
+    opt = G.sft_converged(x, yc)
+    p = G.gd_path(x, yc, 1.0, g.student, np.zeros(6), opt, g.w_star)
+    assert p["reached_optimum"] and p["steps"] > 1
+    assert p["accuracies"][0] == pytest.approx(G.accuracy(g.student, g.w_star))
+    assert p["final_accuracy"] == pytest.approx(G.accuracy(opt, g.w_star), abs=2e-3)
+    assert p["best_accuracy"] == pytest.approx(p["accuracies"].max()) and p["best_accuracy"] >= p["accuracies"][0]
+    short = G.gd_path(x, yc, 1.0, g.student, np.zeros(6), opt, g.w_star, max_steps=2)
+    assert not short["reached_optimum"] and short["steps"] == 2
+
+
+def test_run_paths_shares_draws_and_control_has_equal_teachers():
+    rows, curves = G.run_paths(8, 0.9, 0.8, 0.7, 0.5, 4.0, 5.0, 3000, seed=4)
+    by = {r["arm"]: r for r in rows}
+    assert set(by) == {"dpo", "sft", "dpo_equal_teachers"} == set(curves)
+    assert by["dpo"]["acc_teacher_2"] == pytest.approx(0.7)
+    assert by["dpo_equal_teachers"]["acc_teacher_2"] == pytest.approx(0.8)
+    assert all(r["reached_optimum"] for r in rows)
+    assert curves["sft"][0] == 0.0 and by["sft"]["best_gain"] >= 0.0
+
+
+# --- measurements and verdicts on synthetic tables (hand-checked) ---------------------------------------
+
+from shared.claims import load_claims  # noqa: E402
+from shared.metrics import Measurement  # noqa: E402
+
+
+def _claims():
+    return load_claims("delta_learning")
+
+
+def test_every_regime_combines_intervals():
+    ms = {0: Measurement(0.02, 0.01, 0.03, 5, ""), 1: Measurement(0.05, -0.01, 0.11, 5, "")}
+    g = A.every_regime(ms, "greater", "u")
+    assert (g.value, g.ci_low, g.ci_high) == (0.02, -0.01, 0.03)
+    l_ = A.every_regime(ms, "less", "u")
+    assert (l_.value, l_.ci_low, l_.ci_high) == (0.05, 0.01, 0.11)
+    w = A.every_regime(ms, "within", "u")
+    assert (w.value, w.ci_low, w.ci_high) == (0.05, -0.01, 0.11)
+    none = A.every_regime({0: Measurement(0.1, None, None, 1, "")}, "greater", "u")
+    assert none.ci_low is None
+
+
+def _lr_table(gain_by_rho, spread=0.001, seeds=4):
     rows = []
     for rho, gain in gain_by_rho.items():
         for gap, acc2 in ((0.1, 0.7), (0.2, 0.6)):
             for s in range(seeds):
                 g = gain * (1 + gap) + spread * (s - seeds / 2)
                 rows.append({"seed": s, "rho": rho, "acc_teacher_2_target": acc2, "delta_accuracy": gap,
-                             column: g, "delta_cosine": 0.97 + 0.001 * s, "delta_norm_ratio": 1.0})
+                             "dpo_step_gain": g, "acc_student": 0.9, "acc_teacher_1": 0.8,
+                             "sft_converged_gain": -0.1 + 0.001 * (s - 1.5),
+                             "delta_cosine": 0.97 + 0.001 * s, "delta_norm_ratio": 1.0})
     return pd.DataFrame(rows)
 
 
-def _claims():
-    return {c.id: c for c in A.make_claims()}
-
-
-def test_sign_verdicts_over_rho():
-    up = A.decide_gain_by_rho(_claims()["lr_dpo_improves_student"], _lr_table({0.0: 0.01, 1.0: 0.02}),
-                              "dpo_step_gain", "positive", 0.7)
-    assert up.verdict == "reproduced" and "least favourable rho = 0" in up.measured.method
-    mixed = A.decide_gain_by_rho(_claims()["lr_dpo_improves_student"], _lr_table({0.0: -0.01, 1.0: 0.02}),
-                                 "dpo_step_gain", "positive", 0.7)
-    assert mixed.verdict == "not_reproduced"
-    noisy = A.decide_gain_by_rho(_claims()["lr_dpo_improves_student"],
-                                 _lr_table({0.0: 0.0001, 1.0: 0.02}, spread=0.01), "dpo_step_gain", "positive", 0.7)
-    assert noisy.verdict == "inconclusive"
-    down = A.decide_gain_by_rho(_claims()["lr_sft_hurts"], _lr_table({0.0: -0.05}, column="sft_converged_gain"),
-                                "sft_converged_gain", "negative", 0.7)
-    assert down.verdict == "reproduced"
-
-
-def test_delta_mechanism_and_gain_growth_rules():
-    table = _lr_table({0.0: 0.01, 1.0: 0.02})
-    assert A.decide_delta_mechanism(_claims()["lr_delta_mechanism"], table).verdict == "reproduced"
-    bad = table.assign(delta_norm_ratio=2.0)
-    assert A.decide_delta_mechanism(_claims()["lr_delta_mechanism"], bad).verdict == "not_reproduced"
-    assert A.decide_gain_grows(_claims()["lr_gain_grows_with_delta"], table).verdict == "reproduced"
-    shrinking = _lr_table({0.0: -0.01})  # gain * (1 + gap) falls with the gap when gain < 0
-    assert A.decide_gain_grows(_claims()["lr_gain_grows_with_delta"], shrinking).verdict == "not_reproduced"
-
-
-def _lm_table(dpo, sft, swap):
-    rows = []
-    for s in range(3):
-        jitter = 0.002 * s
-        for model, em in (("teacher_2", 0.3), ("teacher_1", 0.55), ("student", 0.85), ("dpo", 0.85 + dpo + jitter),
-                          ("sft_chosen", 0.85 + sft - jitter), ("dpo_swapped", 0.85 + swap + jitter)):
-            rows.append({"seed": s, "model": model, "exact_match": em})
-    return pd.DataFrame(rows)
-
-
-def test_lm_rules():
+def test_lr_checks_pass_and_fail_by_hand():
     c = _claims()
-    good = _lm_table(0.05, -0.05, -0.1)
-    assert A.decide_lm_sign(c["lm_dpo_improves_student"], good, "dpo", "positive").verdict == "reproduced"
-    assert A.decide_lm_sign(c["lm_sft_hurts"], good, "sft_chosen", "negative").verdict == "reproduced"
-    assert A.decide_lm_sign(c["lm_swap_reverses"], good, "dpo_swapped", "negative").verdict == "reproduced"
-    assert A.decide_lm_dpo_beats_sft(c["lm_dpo_beats_sft"], good).verdict == "reproduced"
-    bad = _lm_table(-0.05, 0.05, 0.1)
-    assert A.decide_lm_sign(c["lm_dpo_improves_student"], bad, "dpo", "positive").verdict == "not_reproduced"
-    assert A.decide_lm_dpo_beats_sft(c["lm_dpo_beats_sft"], bad).verdict == "not_reproduced"
-    m = A.lm_change(good, "dpo")
-    assert m.value == pytest.approx(0.05 + 0.002) and m.n == 3
+    ok = _lr_table({0.0: 0.01, 1.0: 0.02})
+    m, gate, ctrl, _ = A.measure_first_step(ok, 0.7)
+    # rho = 0: values 0.011 + 0.001 * (-2, -1, 0, 1) -> mean 0.0105
+    assert m.value == pytest.approx(0.0105) and gate is None and ctrl is None
+    assert c["lr_first_step_gain_positive"].evaluate(m).verdict == "passed"
+    m, *_ = A.measure_first_step(_lr_table({0.0: -0.01, 1.0: 0.02}), 0.7)
+    assert c["lr_first_step_gain_positive"].evaluate(m).verdict == "failed"
+    m, *_ = A.measure_update_cosine(ok)
+    assert m.value == pytest.approx(0.9715) and c["lr_converged_update_along_delta"].evaluate(m).verdict == "passed"
+    m, *_ = A.measure_sft_to_teacher(ok, 0.7)
+    assert abs(m.value) < 1e-12 and c["lr_sft_converges_to_teacher_1"].evaluate(m).verdict == "passed"
+    m, *_ = A.measure_sft_to_teacher(ok.assign(sft_converged_gain=-0.05), 0.7)
+    assert c["lr_sft_converges_to_teacher_1"].evaluate(m).verdict == "failed"
+    m, *_ = A.measure_gain_growth(ok)  # rho = 0: paired difference 0.01 * 0.1 = 0.001 in every seed
+    assert m.value == pytest.approx(0.001) and c["lr_first_step_gain_grows_with_gap"].evaluate(m).verdict == "passed"
+    m, *_ = A.measure_gain_growth(_lr_table({0.0: -0.01}))
+    assert c["lr_first_step_gain_grows_with_gap"].evaluate(m).verdict == "failed"
+
+
+def _paths(dpo_best, sft_best, ctrl_best, dpo_final=0.02, ctrl_final=0.0, reached=True, seeds=4):
+    rows = []
+    for rho in (0.0, 1.0):
+        for s in range(seeds):
+            j = 0.001 * (s - 1.5)
+            for arm, best, final in (("dpo", dpo_best, dpo_final), ("sft", sft_best, -0.1),
+                                     ("dpo_equal_teachers", ctrl_best, ctrl_final)):
+                rows.append({"seed": s, "rho": rho, "arm": arm, "best_gain": best + j, "final_gain": final + j,
+                             "reached_optimum": reached, "steps": 100})
+    return pd.DataFrame(rows)
+
+
+def test_lr_path_replications_reproduced_not_reproduced_gate_and_control():
+    c = _claims()
+    m, gate, ctrl, _ = A.measure_early_stopped(_paths(0.03, 0.0, 0.0))
+    assert m.value == pytest.approx(0.03) and m.ci_low == pytest.approx(0.03) and gate.passed
+    assert ctrl.measured.value == pytest.approx(0.0)
+    assert c["lr_dpo_beats_sft_early_stopped"].evaluate(m, gate=gate, control=ctrl).verdict == "reproduced"
+    m, gate, ctrl, _ = A.measure_early_stopped(_paths(0.0, 0.01, 0.0))  # SFT better early
+    assert c["lr_dpo_beats_sft_early_stopped"].evaluate(m, gate=gate, control=ctrl).verdict == "not_reproduced"
+    m, gate, ctrl, _ = A.measure_early_stopped(_paths(0.03, 0.0, 0.03))  # the equal-teacher control gains too
+    v = c["lr_dpo_beats_sft_early_stopped"].evaluate(m, gate=gate, control=ctrl)
+    assert v.verdict == "inconclusive" and "does not discriminate" in v.reason
+    m, gate, ctrl, _ = A.measure_converged(_paths(0.03, 0.0, 0.0, reached=False))
+    assert not gate.passed
+    v = c["lr_dpo_converged_improves_student"].evaluate(m, gate=gate, control=ctrl)
+    assert v.verdict == "inconclusive" and v.reason.startswith("gate failed")
+    m, gate, ctrl, _ = A.measure_converged(_paths(0.03, 0.0, 0.0, dpo_final=-0.02))
+    assert c["lr_dpo_converged_improves_student"].evaluate(m, gate=gate, control=ctrl).verdict == "not_reproduced"
+
+
+def _lm(arms, student=0.85, teachers=(0.3, 0.55), seeds=3, distinct=1000):
+    rows, facts = [], []
+    for s in range(seeds):
+        j = 0.002 * s
+        base = {"teacher_2": teachers[0], "teacher_1": teachers[1], "student": student}
+        for model, em in {**base, **{k: student + v + j for k, v in arms.items()}}.items():
+            rows.append({"seed": s, "model": model, "exact_match": em})
+        facts.append({"seed": s, "distinct_pairs": distinct})
+    return pd.DataFrame(rows), pd.DataFrame(facts)
+
+
+# randomly oriented pairs hurt as much as SFT here, so "DPO beats SFT" is not also met by the no-delta control
+GOOD = {"dpo": 0.05, "dpo_swapped": -0.1, "dpo_random": -0.06, "dpo_rerun": 0.05, "sft_chosen": -0.05, "sft_self": 0.0}
+
+
+def test_lm_claims_by_hand():
+    c = _claims()
+    lm, facts = _lm(GOOD)
+    claims = A.evaluate_all({k: v for k, v in c.items() if k.startswith("lm_")}, None, None, lm, facts, 0.7)
+    assert {k: v.verdict for k, v in claims.items()} == {
+        "lm_dpo_selected_improves_student": "reproduced", "lm_sft_selected_hurts": "reproduced",
+        "lm_dpo_beats_sft_selected": "reproduced", "lm_dpo_above_swapped": "reproduced"}
+    # dpo - student = 0.05 + 0.002 s -> mean 0.052; dpo - dpo_swapped = 0.15 exactly in every seed
+    assert claims["lm_dpo_selected_improves_student"].measured.value == pytest.approx(0.052)
+    assert claims["lm_dpo_above_swapped"].measured.ci_low == pytest.approx(0.15)
+    assert claims["lm_dpo_above_swapped"].control.measured.value == pytest.approx(0.0)
+    bad = {**GOOD, "dpo": -0.3, "sft_chosen": -0.1}
+    lm, facts = _lm(bad)
+    v = A.evaluate_all({"lm_dpo_selected_improves_student": c["lm_dpo_selected_improves_student"]}, None, None, lm,
+                       facts, 0.7)
+    assert v["lm_dpo_selected_improves_student"].verdict == "not_reproduced"
+    # DPO on randomly oriented pairs that merely does not hurt also "beats" a harmful SFT: no discrimination
+    lm, facts = _lm({**GOOD, "dpo_random": 0.0})
+    v = A.evaluate_all({"lm_dpo_beats_sft_selected": _claims()["lm_dpo_beats_sft_selected"]}, None, None, lm, facts,
+                       0.7)["lm_dpo_beats_sft_selected"]
+    assert v.verdict == "inconclusive" and v.control_meets
+    # a control that gains as much as DPO: the criterion does not discriminate
+    lm, facts = _lm({**GOOD, "dpo_random": 0.05})
+    v = A.evaluate_all({"lm_dpo_selected_improves_student": _claims()["lm_dpo_selected_improves_student"]}, None,
+                       None, lm, facts, 0.7)["lm_dpo_selected_improves_student"]
+    assert v.verdict == "inconclusive" and v.control_meets
+    # gate: a ladder whose student is weaker than teacher 1, or too few distinct pairs
+    for kwargs in ({"teachers": (0.3, 0.9)}, {"distinct": 50}, {"student": 0.7, "teachers": (0.2, 0.4)}):
+        lm, facts = _lm(GOOD, **kwargs)
+        v = A.evaluate_all({"lm_sft_selected_hurts": _claims()["lm_sft_selected_hurts"]}, None, None, lm, facts,
+                           0.7)["lm_sft_selected_hurts"]
+        assert v.verdict == "inconclusive" and v.reason.startswith("gate failed")

@@ -1,14 +1,21 @@
-"""Pre-registered claims and the rules that turn the per-seed tables into verdicts.
+"""Measurements behind the registered claims (``claims.yaml``) and the call that evaluates them.
 
 Inputs:
 - logistic-regression table (``logistic.run_grid``): one row per (seed, rho, acc_teacher_2_target) with
-  ``dpo_step_gain, sft_step_gain, dpo_converged_gain, sft_converged_gain, delta_cosine, delta_norm_ratio``;
-- LM-ladder table (``ladder.run_seed`` rows): one row per (seed, model) with ``exact_match``, where model is
-  ``teacher_2, teacher_1, student, dpo, dpo_swapped, sft_chosen``.
+  ``acc_student, acc_teacher_1, dpo_step_gain, sft_converged_gain, delta_cosine, ...``;
+- logistic-regression paths (``logistic.run_paths``): one row per (seed, rho, arm) with ``best_gain,
+  final_gain, reached_optimum``, arm = ``dpo``, ``sft`` or ``dpo_equal_teachers`` (the control);
+- LM-ladder table (``ladder.run_seed`` rows): one row per (seed, model) with ``exact_match`` on the
+  evaluation problems, model in ``teacher_2, teacher_1, student, dpo, dpo_swapped, dpo_random, dpo_rerun,
+  sft_chosen, sft_self`` (and the grid points);
+- LM pair facts: one row per seed with ``distinct_pairs``.
 
-Every interval is a Student-t interval over seeds (``shared.stats``); a sign claim is *reproduced* when the
-interval excludes zero on the paper's side, *not reproduced* when it excludes zero on the other side, and
-*inconclusive* otherwise.
+Every interval is a Student-t interval over seeds (``shared.stats.seed_measurement``). A claim that must
+hold *in every regime* (every shared-error fraction rho, or every teacher configuration) is measured by
+:func:`every_regime`: for ``greater`` the value is the smallest per-regime mean and the interval
+[smallest per-regime lower bound, smallest per-regime upper bound], so the shared rule says "beyond" only
+if every regime's interval is beyond the boundary and "short" as soon as one regime's interval is short.
+The verdict itself comes only from ``shared.claims`` (``Claim.evaluate``).
 """
 
 from __future__ import annotations
@@ -16,98 +23,43 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shared.metrics import Claim, Measurement
-from shared.stats import paired_t_test, seed_measurement
+from shared.claims import Claim, Control, Gate
+from shared.metrics import Measurement
+from shared.stats import seed_measurement
 
-# --- pre-registered claims (written before the first `small` run; see README.md) ----------------------
-
-COSINE_FLOOR = 0.9  # the converged DPO update must point along the teachers' delta
-NORM_RATIO = (0.8, 1.25)  # ... with about the predicted length ||theta_1 - theta_2|| / beta
-ALPHA = 0.05
-
-CLAIMS = {
-    "lr_delta_mechanism": dict(
-        statement="Logistic regression (Sec. 6): DPO on pairs from two weak teachers moves the student along "
-                  "the teachers' delta; the converged update is (theta_1 - theta_2) / beta, whatever the "
-                  "teachers' absolute quality.",
-        criterion="For every (rho, teacher-2) configuration: lower t-bound over seeds of cos(update, theta_1 - "
-                  "theta_2) >= 0.9 and mean norm ratio ||update|| beta / ||theta_1 - theta_2|| in [0.8, 1.25] "
-                  "-> reproduced; any configuration whose upper cosine bound is < 0.9 or whose norm ratio is "
-                  "outside -> not_reproduced; otherwise inconclusive.",
-        paper_value="mechanism of Sec. 6 (the gap between weak teachers is the signal); closed form is ours",
-    ),
-    "lr_dpo_improves_student": dict(
-        statement="Logistic regression (Sec. 6): the performance gap between two weak teachers provides a "
-                  "signal that improves a stronger student: a DPO step on (teacher 1 > teacher 2) pairs "
-                  "raises the accuracy of a student more accurate than both.",
-        criterion="Student 0.90, teachers 0.80 / 0.70: for every shared-error fraction rho in the grid, the "
-                  "t interval over seeds of the accuracy change after one DPO gradient step lies above 0 -> "
-                  "reproduced; any rho with the interval below 0 -> not_reproduced; otherwise inconclusive.",
-        paper_value="proved in logistic regression (Sec. 6); no number",
-    ),
-    "lr_sft_hurts": dict(
-        statement="Logistic regression analogue of 'SFT on the weak chosen data hurts': fitting the student "
-                  "to the chosen teacher's responses lowers its accuracy.",
-        criterion="Student 0.90, teachers 0.80 / 0.70: for every rho, the t interval over seeds of the "
-                  "accuracy change of the converged SFT student lies below 0 -> reproduced; any interval above "
-                  "0 -> not_reproduced; otherwise inconclusive.",
-        paper_value="SFT on weak chosen responses hurts (Sec. 3-4, LM experiments)",
-    ),
-    "lr_gain_grows_with_delta": dict(
-        statement="The size of the quality delta matters: a larger gap between the two teachers gives a "
-                  "larger DPO improvement (Sec. 5 model-ladder analysis).",
-        criterion="Teacher 1 fixed at 0.80, teacher 2 in the grid: for every rho, the mean one-step DPO gain "
-                  "increases monotonically with the gap, and the paired (same seed) difference gain(largest gap) "
-                  "- gain(smallest gap) has its t interval above 0 -> reproduced; any rho with that interval "
-                  "below 0 -> not_reproduced; otherwise inconclusive.",
-        paper_value="gains grow with the chosen-rejected size gap in the Qwen-2.5 ladder (Sec. 5)",
-    ),
-    "lm_dpo_improves_student": dict(
-        statement="Preference tuning a student on pairs from two weaker models (chosen = the stronger of the "
-                  "two) improves it beyond its starting point and beyond both teachers.",
-        criterion="LM ladder: t interval over seeds of exact_match(DPO) - exact_match(student) above 0 -> "
-                  "reproduced; below 0 -> not_reproduced; otherwise inconclusive.",
-        paper_value="Tulu-3-8B-SFT avg 57.2 -> 63.4 with Qwen-2.5-3B > 1.5B pairs (Table in Sec. 4)",
-    ),
-    "lm_sft_hurts": dict(
-        statement="Supervised fine-tuning the student on the chosen (weak) responses hurts it.",
-        criterion="LM ladder: t interval over seeds of exact_match(SFT on chosen) - exact_match(student) below "
-                  "0 -> reproduced; above 0 -> not_reproduced; otherwise inconclusive.",
-        paper_value="SFT on UltraFeedback-Weak chosen responses lowers Llama-3 benchmark averages (Sec. 3)",
-    ),
-    "lm_dpo_beats_sft": dict(
-        statement="On the same weak data, preference tuning beats SFT on the chosen responses.",
-        criterion="LM ladder: one-sided paired t test over seeds of exact_match(DPO) > exact_match(SFT), "
-                  "p < 0.05 -> reproduced; mean difference <= 0 -> not_reproduced; otherwise inconclusive.",
-        paper_value="DPO > SFT on the same weak pairs in every controlled experiment (Sec. 3)",
-    ),
-    "lm_swap_reverses": dict(
-        statement="Reversing the pairs (weaker model's response chosen) reverses the direction of the change.",
-        criterion="LM ladder: t interval over seeds of exact_match(DPO, swapped pairs) - exact_match(student) "
-                  "below 0 -> reproduced; above 0 -> not_reproduced; otherwise inconclusive.",
-        paper_value="chosen 2 > rejected 3 bold sections lowers the section count (Sec. 2)",
-    ),
-}
+LM_MIN_STUDENT = 0.8  # gate: the student's held-out exact match in every seed
+LM_MIN_DISTINCT_PAIRS = 200  # gate: distinct preference pairs per seed
 
 
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
+def every_regime(per_regime: dict, direction: str, unit: str, what: str = "rho") -> Measurement:
+    """Combine per-regime t intervals into one interval for "holds in every regime" (see module doc).
 
-
-def sign_verdict(m: Measurement, expected: str) -> str:
-    """``expected`` is "positive" or "negative": which side of 0 the paper predicts."""
-    if m.ci_low is None or m.ci_high is None:
-        return "inconclusive"
-    if expected == "positive":
-        return "reproduced" if m.ci_low > 0 else "not_reproduced" if m.ci_high < 0 else "inconclusive"
-    return "reproduced" if m.ci_high < 0 else "not_reproduced" if m.ci_low > 0 else "inconclusive"
-
-
-def _combine(verdicts: list[str]) -> str:
-    """All regimes must pass; one failing regime refutes; anything else is inconclusive."""
-    if any(v == "not_reproduced" for v in verdicts):
-        return "not_reproduced"
-    return "reproduced" if all(v == "reproduced" for v in verdicts) else "inconclusive"
+    ``direction``: ``greater`` (worst = lowest), ``less`` (worst = highest) or ``within`` (the union of
+    the intervals; the value is the mean farthest from the others' centre is not needed: the value is the
+    per-regime mean with the largest absolute value)."""
+    if not per_regime:
+        raise ValueError("no regimes")
+    ms = list(per_regime.values())
+    if any(m.ci_low is None or m.ci_high is None for m in ms):
+        value = min(m.value for m in ms) if direction == "greater" else max(m.value for m in ms)
+        return Measurement(value, None, None, min(m.n for m in ms), "a regime has no interval", unit=unit)
+    n = min(m.n for m in ms)
+    if direction == "greater":
+        value, lo, hi = min(m.value for m in ms), min(m.ci_low for m in ms), min(m.ci_high for m in ms)
+        how = "smallest"
+    elif direction == "less":
+        value, lo, hi = max(m.value for m in ms), max(m.ci_low for m in ms), max(m.ci_high for m in ms)
+        how = "largest"
+    elif direction == "within":
+        value = max((m.value for m in ms), key=abs)
+        lo, hi = min(m.ci_low for m in ms), max(m.ci_high for m in ms)
+        how = "union of"
+    else:
+        raise ValueError(f"unknown direction {direction!r}")
+    method = (f"{how} per-{what} t interval{'s' if how == 'union of' else ''} over {n} seeds "
+              f"({len(ms)} {what} values; interval = [{'lowest' if direction != 'less' else 'highest'} lower "
+              f"bound, {'lowest' if direction == 'greater' else 'highest'} upper bound])")
+    return Measurement(value, lo, hi, n, method, unit=unit)
 
 
 def _fmt(m: Measurement, digits: int = 4) -> str:
@@ -116,10 +68,18 @@ def _fmt(m: Measurement, digits: int = 4) -> str:
     return f"{m.value:.{digits}g} [{m.ci_low:.{digits}g}, {m.ci_high:.{digits}g}]"
 
 
-# --- logistic regression ----------------------------------------------------------------------------
+def _per(df: pd.DataFrame, by: str | list[str], values, unit: str) -> dict:
+    """``values(group) -> per-seed list``; one seed_measurement per group."""
+    return {k: seed_measurement(values(g), unit=unit) for k, g in df.groupby(by, sort=True)}
+
+
+# --- logistic regression: checks ------------------------------------------------------------------------
 
 def primary(df: pd.DataFrame, acc_teacher_2: float) -> pd.DataFrame:
-    return df[np.isclose(df["acc_teacher_2_target"], acc_teacher_2)]
+    sub = df[np.isclose(df["acc_teacher_2_target"], acc_teacher_2)]
+    if sub.empty:
+        raise ValueError(f"no rows with teacher-2 accuracy {acc_teacher_2}")
+    return sub
 
 
 def lr_summary(df: pd.DataFrame) -> pd.DataFrame:
@@ -136,105 +96,153 @@ def lr_summary(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decide_gain_by_rho(claim: Claim, df: pd.DataFrame, column: str, expected: str, acc_teacher_2: float) -> Claim:
-    """Sign claims on one gain column at the primary teacher pair, one verdict per rho, all must pass.
-    The reported measurement is the rho whose interval is least favourable to the claim."""
+def measure_first_step(df: pd.DataFrame, acc_teacher_2: float):
+    per = _per(primary(df, acc_teacher_2), "rho", lambda g: g["dpo_step_gain"].tolist(), "accuracy change")
+    m = every_regime(per, "greater", "accuracy change")
+    return m, None, None, "one DPO step, by rho: " + "; ".join(f"{r:g}: {_fmt(v)}" for r, v in per.items())
+
+
+def measure_update_cosine(df: pd.DataFrame):
+    per = _per(df, ["rho", "acc_teacher_2_target"], lambda g: g["delta_cosine"].tolist(), "cosine")
+    m = every_regime(per, "greater", "cosine", what="configuration")
+    ratios = df.groupby(["rho", "acc_teacher_2_target"])["delta_norm_ratio"].mean()
+    detail = "; ".join(f"rho={r:g}, teacher 2 {a:g}: cos {_fmt(per[(r, a)])}, norm ratio {ratios[(r, a)]:.3f}"
+                       for r, a in per)
+    return m, None, None, detail
+
+
+def measure_sft_to_teacher(df: pd.DataFrame, acc_teacher_2: float):
     sub = primary(df, acc_teacher_2)
-    if sub.empty:
-        raise ValueError(f"no rows with teacher-2 accuracy {acc_teacher_2}")
-    per_rho = {rho: seed_measurement(g[column].tolist(), unit="accuracy change")
-               for rho, g in sub.groupby("rho", sort=True)}
-    verdicts = {rho: sign_verdict(m, expected) for rho, m in per_rho.items()}
-    worst_rho = (min if expected == "positive" else max)(
-        per_rho, key=lambda r: per_rho[r].ci_low if expected == "positive" else per_rho[r].ci_high)
-    m = per_rho[worst_rho]
-    m.method = f"mean over {m.n} seeds, Student t interval (least favourable rho = {worst_rho:g})"
-    detail = "; ".join(f"rho={rho:g}: {_fmt(per_rho[rho])} ({verdicts[rho]})" for rho in per_rho)
-    return claim.decide(m, _combine(list(verdicts.values())), f"{column} by rho: {detail}")
+    per = _per(sub, "rho", lambda g: (g["acc_student"] + g["sft_converged_gain"] - g["acc_teacher_1"]).tolist(),
+               "accuracy difference")
+    m = every_regime(per, "within", "accuracy difference")
+    return m, None, None, ("accuracy of the converged SFT student minus teacher 1's, by rho: "
+                           + "; ".join(f"{r:g}: {_fmt(v)}" for r, v in per.items()))
 
 
-def decide_delta_mechanism(claim: Claim, df: pd.DataFrame) -> Claim:
-    parts, verdicts, worst = [], [], None
-    for (rho, acc2), g in df.groupby(["rho", "acc_teacher_2_target"], sort=True):
-        cos = seed_measurement(g["delta_cosine"].tolist(), unit="cosine")
-        ratio = float(g["delta_norm_ratio"].mean())
-        ratio_ok = NORM_RATIO[0] <= ratio <= NORM_RATIO[1]
-        low = cos.ci_low if cos.ci_low is not None else cos.value
-        high = cos.ci_high if cos.ci_high is not None else cos.value
-        if low >= COSINE_FLOOR and ratio_ok:
-            verdicts.append("reproduced")
-        elif high < COSINE_FLOOR or not ratio_ok:
-            verdicts.append("not_reproduced")
-        else:
-            verdicts.append("inconclusive")
-        if worst is None or low < (worst.ci_low if worst.ci_low is not None else worst.value):
-            worst = cos
-        parts.append(f"rho={rho:g}, teacher 2 {acc2:g}: cos {cos.value:.4f}, norm ratio {ratio:.3f}")
-    worst.method = f"mean over {worst.n} seeds, Student t interval (configuration with the lowest bound)"
-    return claim.decide(worst, _combine(verdicts), "; ".join(parts))
-
-
-def decide_gain_grows(claim: Claim, df: pd.DataFrame, column: str = "dpo_step_gain") -> Claim:
-    parts, verdicts, worst = [], [], None
+def measure_gain_growth(df: pd.DataFrame, column: str = "dpo_step_gain"):
+    per, parts = {}, []
     for rho, g in df.groupby("rho", sort=True):
         means = g.groupby("delta_accuracy")[column].mean().sort_index()
-        monotone = bool(np.all(np.diff(means.to_numpy()) > 0))
         small, large = means.index.min(), means.index.max()
         wide = g[np.isclose(g["delta_accuracy"], large)].set_index("seed")[column]
         narrow = g[np.isclose(g["delta_accuracy"], small)].set_index("seed")[column]
-        diff = seed_measurement((wide - narrow.reindex(wide.index)).tolist(), unit="accuracy change")
-        v = sign_verdict(diff, "positive")
-        if v == "reproduced" and not monotone:
-            v = "inconclusive"
-        verdicts.append(v)
-        if worst is None or (diff.ci_low if diff.ci_low is not None else diff.value) < (
-                worst.ci_low if worst.ci_low is not None else worst.value):
-            worst = diff
-            worst.method = (f"paired over {diff.n} seeds, gain at gap {large:g} minus gap {small:g}, "
-                            f"Student t interval (least favourable rho = {rho:g})")
-        parts.append(f"rho={rho:g}: gain by gap " + ", ".join(f"{k:g}: {v_:.3g}" for k, v_ in means.items())
-                     + f" (monotone: {monotone}; difference {_fmt(diff, 3)})")
-    return claim.decide(worst, _combine(verdicts), "; ".join(parts))
+        per[rho] = seed_measurement((wide - narrow.reindex(wide.index)).tolist(), unit="accuracy change")
+        parts.append(f"rho={rho:g}: one-step gain by gap " + ", ".join(f"{k:g}: {v:.3g}" for k, v in means.items())
+                     + f" (gap {large:g} minus gap {small:g}: {_fmt(per[rho], 3)})")
+    return every_regime(per, "greater", "accuracy change"), None, None, "; ".join(parts)
 
 
-# --- LM ladder --------------------------------------------------------------------------------------
+# --- logistic regression: the training paths (replications) ---------------------------------------------
+
+def paths_wide(paths: pd.DataFrame, column: str) -> pd.DataFrame:
+    """(seed, rho) x arm table of ``column``."""
+    return paths.pivot_table(index=["rho", "seed"], columns="arm", values=column).sort_index()
+
+
+def _path_gate(paths: pd.DataFrame) -> Gate:
+    ok = paths["reached_optimum"].astype(bool)
+    return Gate(passed=bool(ok.all()), value=float(ok.mean()),
+                detail=f"{int(ok.sum())}/{len(ok)} gradient-descent paths reached their optimum "
+                       f"(largest number of steps {int(paths['steps'].max())})")
+
+
+def measure_early_stopped(paths: pd.DataFrame):
+    w = paths_wide(paths, "best_gain")
+    diff = (w["dpo"] - w["sft"]).reset_index()
+    ctrl = (w["dpo_equal_teachers"] - w["sft"]).reset_index()
+    per = _per(diff, "rho", lambda g: g[0].tolist(), "accuracy difference")
+    per_c = _per(ctrl, "rho", lambda g: g[0].tolist(), "accuracy difference")
+    means = w.groupby(level="rho").mean()
+    detail = "; ".join(f"rho={r:g}: best DPO gain {means.loc[r, 'dpo']:.4f}, best SFT gain {means.loc[r, 'sft']:.4f}, "
+                       f"DPO - SFT {_fmt(per[r])}; control (equal teachers) DPO {means.loc[r, 'dpo_equal_teachers']:.4f}"
+                       for r in per)
+    return (every_regime(per, "greater", "accuracy difference"), _path_gate(paths),
+            Control(every_regime(per_c, "greater", "accuracy difference"),
+                    "DPO on pairs from two teachers of equal accuracy (zero delta) minus SFT, best points"), detail)
+
+
+def measure_converged(paths: pd.DataFrame):
+    w = paths_wide(paths, "final_gain").reset_index()
+    per = _per(w, "rho", lambda g: g["dpo"].tolist(), "accuracy change")
+    per_c = _per(w, "rho", lambda g: g["dpo_equal_teachers"].tolist(), "accuracy change")
+    detail = "; ".join(f"rho={r:g}: converged DPO {_fmt(per[r])}, converged SFT {w[w['rho'] == r]['sft'].mean():.4f}, "
+                       f"control {_fmt(per_c[r])}" for r in per)
+    return (every_regime(per, "greater", "accuracy change"), _path_gate(paths),
+            Control(every_regime(per_c, "greater", "accuracy change"),
+                    "converged DPO on pairs from two teachers of equal accuracy (zero delta)"), detail)
+
+
+# --- LM ladder ----------------------------------------------------------------------------------------------
 
 def lm_wide(df: pd.DataFrame) -> pd.DataFrame:
-    """seed x model table of exact match."""
+    """seed x model table of held-out exact match."""
     return df.pivot(index="seed", columns="model", values="exact_match").sort_index()
 
 
-def lm_change(df: pd.DataFrame, arm: str) -> Measurement:
-    wide = lm_wide(df)
-    return seed_measurement((wide[arm] - wide["student"]).tolist(), unit="exact-match change")
+def lm_gate(df: pd.DataFrame, facts: pd.DataFrame) -> Gate:
+    """The ladder exists in every seed: teacher 2 < teacher 1 < student on the evaluation problems, the
+    student at least LM_MIN_STUDENT, and at least LM_MIN_DISTINCT_PAIRS distinct pairs to tune on."""
+    w = lm_wide(df)
+    ordered = (w["teacher_2"] < w["teacher_1"]) & (w["teacher_1"] < w["student"])
+    strong = w["student"] >= LM_MIN_STUDENT
+    pairs = facts.set_index("seed")["distinct_pairs"].reindex(w.index) >= LM_MIN_DISTINCT_PAIRS
+    ok = ordered & strong & pairs
+    return Gate(passed=bool(ok.all()), value=float(w["student"].min()),
+                detail=(f"ladder ordered in {int(ordered.sum())}/{len(w)} seeds, student >= {LM_MIN_STUDENT} in "
+                        f"{int(strong.sum())}/{len(w)} (lowest {w['student'].min():.3f}), >= {LM_MIN_DISTINCT_PAIRS} "
+                        f"distinct pairs in {int(pairs.sum())}/{len(w)} (fewest "
+                        f"{int(facts['distinct_pairs'].min())})"))
 
 
-def decide_lm_sign(claim: Claim, df: pd.DataFrame, arm: str, expected: str) -> Claim:
-    wide = lm_wide(df)
-    if arm not in wide or "student" not in wide:
-        raise ValueError(f"the LM table needs the student and the {arm} arm")
-    m = lm_change(df, arm)
-    detail = (f"{arm} - student per seed: " + ", ".join(f"{d:+.4f}" for d in (wide[arm] - wide["student"]))
-              + f"; student {wide['student'].mean():.4f}, teacher 1 {wide['teacher_1'].mean():.4f}, "
-              f"teacher 2 {wide['teacher_2'].mean():.4f}, {arm} {wide[arm].mean():.4f} (means over seeds)")
-    return claim.decide(m, sign_verdict(m, expected), detail)
+def lm_difference(df: pd.DataFrame, a: str, b: str, unit: str = "exact-match difference") -> Measurement:
+    w = lm_wide(df)
+    for arm in (a, b):
+        if arm not in w:
+            raise ValueError(f"the LM table has no {arm!r} rows")
+    m = seed_measurement((w[a] - w[b]).tolist(), unit=unit)
+    m.method += f" of {a} - {b} per seed"
+    return m
 
 
-def decide_lm_dpo_beats_sft(claim: Claim, df: pd.DataFrame) -> Claim:
-    wide = lm_wide(df)
-    if len(wide) < 2:
-        d = float((wide["dpo"] - wide["sft_chosen"]).mean())
-        m = Measurement(value=d, ci_low=None, ci_high=None, n=1, method="single seed, no test",
-                        unit="exact-match difference")
-        return claim.decide(m, "inconclusive", "one seed: no paired test")
-    res = paired_t_test(wide["dpo"].tolist(), wide["sft_chosen"].tolist(), alternative="greater")
-    m = Measurement(value=res.mean_difference, ci_low=res.ci_low, ci_high=res.ci_high, n=res.n,
-                    method="paired over seeds, Student t interval; one-sided paired t test",
-                    unit="exact-match difference")
-    if res.pvalue < ALPHA:
-        verdict = "reproduced"
-    elif res.mean_difference <= 0:
-        verdict = "not_reproduced"
-    else:
-        verdict = "inconclusive"
-    return claim.decide(m, verdict, f"DPO - SFT = {_fmt(m)}; one-sided paired t test p = {res.pvalue:.3g}")
+def measure_lm(df: pd.DataFrame, facts: pd.DataFrame, a: str, b: str, ctrl_a: str, ctrl_b: str, ctrl_what: str):
+    w = lm_wide(df)
+    m, c = lm_difference(df, a, b), lm_difference(df, ctrl_a, ctrl_b)
+    detail = (f"{a} - {b} per seed: " + ", ".join(f"{d:+.4f}" for d in (w[a] - w[b]))
+              + f"; control {ctrl_a} - {ctrl_b}: {_fmt(c)}; means: "
+              + ", ".join(f"{k} {w[k].mean():.4f}" for k in dict.fromkeys([a, b, ctrl_a, ctrl_b])))
+    return m, lm_gate(df, facts), Control(c, ctrl_what), detail
+
+
+# --- everything ---------------------------------------------------------------------------------------------
+
+def evaluate_all(claims: dict[str, Claim], lr: pd.DataFrame, paths: pd.DataFrame, lm: pd.DataFrame,
+                 facts: pd.DataFrame, primary_teacher_2: float) -> dict[str, Claim]:
+    """Measure and evaluate every registered claim (the registry's order)."""
+    measures = {
+        "lr_first_step_gain_positive": lambda: measure_first_step(lr, primary_teacher_2),
+        "lr_converged_update_along_delta": lambda: measure_update_cosine(lr),
+        "lr_sft_converges_to_teacher_1": lambda: measure_sft_to_teacher(lr, primary_teacher_2),
+        "lr_first_step_gain_grows_with_gap": lambda: measure_gain_growth(lr),
+        "lr_dpo_beats_sft_early_stopped": lambda: measure_early_stopped(paths),
+        "lr_dpo_converged_improves_student": lambda: measure_converged(paths),
+        "lm_dpo_selected_improves_student": lambda: measure_lm(
+            lm, facts, "dpo", "student", "dpo_random", "student",
+            "DPO at the same settings on randomly oriented pairs (no delta) minus the student"),
+        "lm_sft_selected_hurts": lambda: measure_lm(
+            lm, facts, "sft_chosen", "student", "sft_self", "student",
+            "SFT at the same learning rate on the student's own answers (no weak data) minus the student"),
+        "lm_dpo_beats_sft_selected": lambda: measure_lm(
+            lm, facts, "dpo", "sft_chosen", "dpo_random", "sft_chosen",
+            "DPO on randomly oriented pairs (no delta) minus SFT on the chosen answers"),
+        "lm_dpo_above_swapped": lambda: measure_lm(
+            lm, facts, "dpo", "dpo_swapped", "dpo", "dpo_rerun",
+            "A/A: DPO minus DPO at the same settings with another data order"),
+    }
+    missing = set(claims) - set(measures)
+    if missing:
+        raise ValueError(f"no measurement for registered claim(s) {sorted(missing)}")
+    for cid, claim in claims.items():
+        m, gate, control, detail = measures[cid]()
+        claim.evaluate(m, gate=gate, control=control, detail=detail)
+    return claims

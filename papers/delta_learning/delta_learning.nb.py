@@ -12,16 +12,19 @@
 # 1. **Logistic regression** (paper Sec. 6). A student and two weaker teachers are linear classifiers of a
 #    Gaussian halfspace; pairs are (teacher-1 sample > teacher-2 sample). DPO with the student as reference
 #    against SFT on the chosen labels, for several amounts of shared error between the three models (`rho`)
-#    and several teacher gaps. Accuracies are exact (`1 - angle / pi`).
+#    and several teacher gaps. Accuracies are exact (`1 - angle / pi`). The one-step and converged facts are
+#    checks (they hold by construction); the replications compare DPO and SFT along their whole
+#    gradient-descent paths, against a control with two equally good teachers.
 # 2. **A from-scratch LM ladder** (the model ladders of Secs. 4-5, miniaturised). A tiny Llama learns
 #    3-digit addition (numbers written least significant digit first); the first checkpoints of its run to
 #    reach 30%, 55% and 85% validation exact match are teacher 2, teacher 1 and the student. The student is
-#    tuned for one epoch with length-normalised DPO (beta = 5) on the teachers' greedy answers to fresh
-#    prompts (chosen = teacher 1, never checked for correctness), with the pairs swapped, or with SFT on
-#    the chosen answers.
+#    tuned for one epoch with length-normalised DPO on the teachers' greedy answers to fresh prompts (chosen =
+#    teacher 1, never checked for correctness) or with SFT on the chosen answers; each arm's learning rate
+#    (and DPO's beta) is chosen on held-out selection problems. Controls: randomly oriented pairs, SFT on the
+#    student's own answers, an A/A rerun; and the swapped pairs.
 #
-# The claims and the criteria that decide each verdict are fixed in `analysis.CLAIMS` and in the README,
-# before any result.
+# The claims, gates, controls and criteria are registered in `claims.yaml` (committed before the run); the
+# verdicts come from `shared.claims`.
 
 # %% tags=["parameters"]
 profile: str = "small"  # parameter profile (set by the runner)
@@ -53,10 +56,12 @@ target_teacher_2: float = 0.3  # validation exact match of the weak teacher's ch
 target_teacher_1: float = 0.55  # ... of the strong teacher's checkpoint | target_teacher_2 <= x <= 1
 target_student: float = 0.85  # ... of the student's checkpoint (else the last one) | target_teacher_1 <= x <= 1
 n_pair_prompts: int = 4096  # fresh prompts answered by both teachers | x >= 32
+n_select: int = 512  # held-out problems that choose each arm's learning rate (and DPO's beta) | x >= 16
 n_eval: int = 2000  # held-out problems for exact match | x >= 100
-tune_lr: float = 3e-4  # DPO and SFT learning rate (one epoch, cosine, 3% warmup; sized on pilot seed 100) | 0 < x < 1
+dpo_lrs: list[float] = [1e-5, 3e-5, 1e-4, 3e-4]  # DPO learning-rate grid (one epoch, cosine, 3% warmup) | len(x) >= 1 and all(0 < v < 1 for v in x)
+dpo_betas: list[float] = [0.5, 5.0]  # DPO beta grid (catalogue: {0.5, 5}; authors: 5) | len(x) >= 1 and all(v > 0 for v in x)
+sft_lrs: list[float] = [1e-5, 3e-5, 1e-4, 3e-4]  # SFT learning-rate grid | len(x) >= 1 and all(0 < v < 1 for v in x)
 tune_batch: int = 32  # pairs (or SFT examples) per step (authors: 32) | x >= 1
-post_hoc_dpo_lrs: list[float] = [1e-4, 3e-5, 1e-5]  # extra DPO learning rates, exploration added after the first small run (no verdict uses them) | all(0 < v < 1 for v in x)
 
 # %%
 import matplotlib.pyplot as plt
@@ -67,7 +72,8 @@ import torch
 from papers.delta_learning import TITLE, URL
 from papers.delta_learning import analysis as A
 from papers.delta_learning.ladder import AdditionTask, ModelSpec, run_seed
-from papers.delta_learning.logistic import run_grid
+from papers.delta_learning.logistic import run_grid, run_paths
+from shared.claims import load_claims
 from shared.device import pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
@@ -97,87 +103,111 @@ lr_table[["rho", "acc_teacher_2", "dpo_step_gain", "sft_step_gain", "dpo_converg
           "delta_cosine", "delta_norm_ratio"]]
 
 # %% [markdown]
+# The whole training path: full-batch gradient descent from the student on the DPO loss, on the SFT loss, and
+# (control) on the DPO loss of pairs from two teachers of *equal* accuracy, each run to its Newton optimum
+# (step = 0.25 / smoothness constant). The best point of each path (oracle early stopping on the exact
+# accuracy) and its end; teachers at the primary pair.
+
+# %%
+path_rows, path_curves = [], []
+for seed in lr_seeds:
+    for rho in lr_rhos:
+        rows_, curves_ = run_paths(lr_dim, lr_acc_student, lr_acc_teacher_1, lr_primary_teacher_2, rho, lr_kappa,
+                                   beta, lr_pairs, seed)
+        path_rows += rows_
+        if seed == lr_seeds[0]:
+            path_curves += [{"rho": rho, "arm": arm, "step": t, "accuracy change": float(v)}
+                            for arm, c in curves_.items() for t, v in enumerate(c)]
+lr_paths = pd.DataFrame(path_rows)
+lr_paths.groupby(["rho", "arm"])[["best_gain", "best_step", "final_gain", "steps", "reached_optimum"]].mean()
+
+# %% [markdown]
 # ## 2. The LM ladder
 #
-# One pretraining run per seed gives the three models; then one epoch of each tuning arm from the student.
+# One pretraining run per seed gives the three models; then one epoch of each tuning arm from the student:
+# the DPO grid (lr x beta) and the SFT grid (lr), each arm's setting chosen on the selection problems, then
+# the swapped, random-orientation, A/A and self-SFT arms at the chosen settings.
 
 # %%
 task = AdditionTask(n_digits)
 spec = ModelSpec(d_model=d_model, n_layers=n_layers, n_heads=n_heads)
-lm_rows, facts, curves, tune_curves = [], [], [], []
+lm_rows, facts, curves, tune_curves, profiles = [], [], [], [], []
 for seed in seeds:
     rows, extra = run_seed(task, spec, seed, pretrain_steps, pretrain_batch, pretrain_lr, eval_every, n_val,
-                           (target_teacher_2, target_teacher_1, target_student), n_pair_prompts, n_eval, beta,
-                           tune_lr, tune_batch, extra_dpo_lrs=tuple(post_hoc_dpo_lrs), device=device,
+                           (target_teacher_2, target_teacher_1, target_student), n_pair_prompts, n_select, n_eval,
+                           tuple(dpo_lrs), tuple(dpo_betas), tuple(sft_lrs), tune_batch, device=device,
                            progress=progress)
     lm_rows += rows
     facts.append(extra["facts"])
     curves += extra["curve"]
     tune_curves += extra["tune_curves"]
-    print(f"seed {seed}: " + ", ".join(f"{r['model']} {r['exact_match']:.3f}" for r in rows), flush=True)
+    profiles += extra["profiles"]
+    print(f"seed {seed}: " + ", ".join(f"{r['model']} {r['exact_match']:.3f}" for r in rows if r["role"] != "dpo_grid"
+                                       and r["role"] != "sft_grid"), flush=True)
 lm_results = pd.DataFrame(lm_rows)
 pair_facts = pd.DataFrame(facts)
-A.lm_wide(lm_results)
+outputs = pd.DataFrame(profiles)
+A.lm_wide(lm_results[lm_results["role"].isin(["ladder", "arm"])])
 
 # %% [markdown]
-# Pair statistics per seed (how often each side is correct; on distinct pairs the chosen side is right far
-# more often than the rejected one) and how the tuned students' scores moved: the mean per-token
-# log-probability of the chosen and rejected responses and of the *correct* answers to held-out prompts.
+# Pair statistics per seed (how often each side is correct), the settings chosen on the selection problems,
+# and how the tuned students' scores moved: the mean per-token log-probability of the chosen and rejected
+# responses and of the *correct* answers to held-out prompts.
 
 # %%
 pair_facts
 
 # %% [markdown]
+# What the greedy answers look like on the evaluation problems: the share exactly right, numerically above or
+# below the correct sum, malformed, and per answer digit (least significant first) the mean signed
+# difference from the correct digit.
+
+# %%
+outputs.groupby("model").mean(numeric_only=True).drop(columns="seed")
+
+# %% [markdown]
 # ## Verdicts
 
 # %%
-claims = {c.id: c for c in A.make_claims()}
-A.decide_delta_mechanism(claims["lr_delta_mechanism"], lr_results)
-A.decide_gain_by_rho(claims["lr_dpo_improves_student"], lr_results, "dpo_step_gain", "positive", lr_primary_teacher_2)
-A.decide_gain_by_rho(claims["lr_sft_hurts"], lr_results, "sft_converged_gain", "negative", lr_primary_teacher_2)
-A.decide_gain_grows(claims["lr_gain_grows_with_delta"], lr_results)
-A.decide_lm_sign(claims["lm_dpo_improves_student"], lm_results, "dpo", "positive")
-A.decide_lm_sign(claims["lm_sft_hurts"], lm_results, "sft_chosen", "negative")
-A.decide_lm_dpo_beats_sft(claims["lm_dpo_beats_sft"], lm_results)
-A.decide_lm_sign(claims["lm_swap_reverses"], lm_results, "dpo_swapped", "negative")
-pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
-               "ci_high": c.measured.ci_high, "verdict": c.verdict} for c in claims.values()])
+claims = load_claims("delta_learning")
+A.evaluate_all(claims, lr_results, lr_paths, lm_results, pair_facts, lr_primary_teacher_2)
+pd.DataFrame([{"claim": c.id, "kind": c.kind, "value": c.measured.value, "ci_low": c.measured.ci_low,
+               "ci_high": c.measured.ci_high, "gate": None if c.gate is None else c.gate.passed,
+               "control": None if c.control is None else c.control.measured.value, "verdict": c.verdict}
+              for c in claims.values()])
 
 # %% [markdown]
 # ## Figures
-# Left: logistic regression, accuracy change of the student after one DPO or SFT step and after
-# convergence, by shared-error fraction (teachers 0.80 / 0.70). Middle: one-step DPO gain against the
-# teacher gap. Third: the LM ladder, exact match of every model (points: seeds). Right: DPO students by
-# learning rate; only the pre-registered `tune_lr` enters a verdict, the others are a post-hoc exploration
-# added after the first `small` run.
+# Left: logistic regression, accuracy change of the student along the gradient-descent paths (seed
+# `lr_seeds[0]`; DPO, SFT and the equal-teachers control) by shared-error fraction. Second: one-step DPO gain
+# against the teacher gap (a check). Third: the LM ladder, held-out exact match of every model and arm (points:
+# seeds). Right: the DPO grid, held-out exact match by learning rate and beta (the arm's setting is chosen on
+# the selection problems, not on this plot).
 
 # %%
-primary_rows = A.primary(lr_results, lr_primary_teacher_2)
-long = primary_rows.melt(id_vars=["seed", "rho"], value_vars=["dpo_step_gain", "sft_step_gain",
-                                                              "dpo_converged_gain", "sft_converged_gain"],
-                         var_name="arm", value_name="accuracy change")
-fig, axes = plt.subplots(1, 4, figsize=(21, 4.2))
-sns.barplot(data=long, x="arm", y="accuracy change", hue="rho", errorbar=("ci", 95), seed=0, ax=axes[0])
-axes[0].set_yscale("symlog", linthresh=1e-4)
+fig, axes = plt.subplots(1, 4, figsize=(22, 4.4))
+pc = pd.DataFrame(path_curves)
+pc["step"] = pc["step"] + 1  # log axis: step 1 = start
+sns.lineplot(data=pc, x="step", y="accuracy change", hue="arm", style="rho", ax=axes[0])
+axes[0].set_xscale("log")
 axes[0].axhline(0, color="k", lw=0.8)
-axes[0].set(xlabel="", title=f"logistic regression: student {lr_acc_student}, teachers {lr_acc_teacher_1} / "
-                              f"{lr_primary_teacher_2}")
-axes[0].tick_params(axis="x", rotation=20)
+axes[0].set(xlabel="gradient-descent step + 1", title=f"logistic regression: student {lr_acc_student}, "
+                                                        f"teachers {lr_acc_teacher_1} / {lr_primary_teacher_2}")
 sns.lineplot(data=lr_results, x="delta_accuracy", y="dpo_step_gain", hue="rho", marker="o", errorbar=("ci", 95),
              seed=0, ax=axes[1])
 axes[1].set(xlabel="teacher gap (accuracy of teacher 1 - teacher 2)", ylabel="accuracy change, one DPO step",
-            title="bigger delta, bigger gain")
-order = ["teacher_2", "teacher_1", "student", "sft_chosen", "dpo_swapped", "dpo"]
-sns.pointplot(data=lm_results, x="model", y="exact_match", order=order, errorbar=("ci", 95), seed=0,
-              linestyle="none", ax=axes[2])
-sns.stripplot(data=lm_results, x="model", y="exact_match", order=order, color="grey", size=4, ax=axes[2])
+            title="one-step gain by gap (check)")
+order = ["teacher_2", "teacher_1", "student", "sft_chosen", "sft_self", "dpo_swapped", "dpo_random", "dpo_rerun", "dpo"]
+arms = lm_results[lm_results["model"].isin(order)]
+sns.pointplot(data=arms, x="model", y="exact_match", order=order, errorbar=("ci", 95), seed=0, linestyle="none",
+              ax=axes[2])
+sns.stripplot(data=arms, x="model", y="exact_match", order=order, color="grey", size=4, ax=axes[2])
 axes[2].set(xlabel="", ylabel="held-out exact match", title=f"LM ladder ({n_digits}-digit addition)")
-axes[2].tick_params(axis="x", rotation=20)
-dpo_rows = lm_results[lm_results["model"].str.startswith("dpo") & (lm_results["model"] != "dpo_swapped")].copy()
-dpo_rows["dpo learning rate"] = [tune_lr if m == "dpo" else float(m.removeprefix("dpo_lr")) for m in dpo_rows["model"]]
-sns.pointplot(data=dpo_rows, x="dpo learning rate", y="exact_match", errorbar=("ci", 95), seed=0, ax=axes[3])
-axes[3].axhline(A.lm_wide(lm_results)["student"].mean(), color="k", ls="--", label="student before tuning")
-axes[3].set(ylabel="held-out exact match", title="DPO by learning rate (post hoc except the pre-registered one)")
+axes[2].tick_params(axis="x", rotation=30)
+grid = lm_results[lm_results["role"] == "dpo_grid"]
+sns.pointplot(data=grid, x="lr", y="exact_match", hue="beta", errorbar=("ci", 95), seed=0, ax=axes[3])
+axes[3].axhline(A.lm_wide(arms)["student"].mean(), color="k", ls="--", label="student before tuning")
+axes[3].set(xlabel="DPO learning rate", ylabel="held-out exact match", title="DPO grid")
 axes[3].legend()
 fig.tight_layout()
 savefig(fig, out / "delta_learning.png")
@@ -188,8 +218,10 @@ savefig(fig, out / "delta_learning.png")
 # %%
 lr_results.to_csv(out / "logistic_per_seed.csv", index=False, float_format="%.6g")
 lr_table.to_csv(out / "logistic_summary.csv", index=False, float_format="%.6g")
+lr_paths.to_csv(out / "logistic_paths.csv", index=False, float_format="%.6g")
 lm_results.to_csv(out / "ladder_per_seed.csv", index=False, float_format="%.6g")
 pair_facts.to_csv(out / "ladder_pairs.csv", index=False, float_format="%.6g")
+outputs.to_csv(out / "ladder_outputs.csv", index=False, float_format="%.6g")
 (pd.DataFrame(curves).assign(seed=lambda t: "seed_" + t["seed"].astype(str))
  .pivot(index="step", columns="seed", values="val_exact_match").reset_index()
  .to_csv(out / "ladder_pretrain_curves.csv", index=False, float_format="%.6g"))
@@ -197,14 +229,20 @@ tune = pd.DataFrame(tune_curves)
 (tune.groupby(["arm", "step"])["loss"].mean().unstack("arm").reset_index()
  .to_csv(out / "ladder_tune_curves.csv", index=False, float_format="%.6g"))
 
-wide = A.lm_wide(lm_results).mean()
+wide = A.lm_wide(arms).mean()
 headline = {f"lm_{k}_exact_match": float(v) for k, v in wide.items()}
 headline.update({f"lm_{c}": float(pair_facts[c].mean()) for c in pair_facts.columns if "logp_shift" in c})
+for arm in ("dpo", "sft_chosen"):
+    o = outputs[outputs["model"] == arm]
+    headline[f"lm_{arm}_answers_above_correct"] = float(o["above"].mean())
+    headline[f"lm_{arm}_answers_below_correct"] = float(o["below"].mean())
 for r in lr_table[lr_table["acc_teacher_2"].round(6) == round(lr_primary_teacher_2, 6)].itertuples():
     for col in ("dpo_step_gain", "sft_step_gain", "dpo_converged_gain", "sft_converged_gain"):
         headline[f"lr_rho{r.rho:g}_{col}"] = float(getattr(r, col))
+for (rho, arm), g in lr_paths.groupby(["rho", "arm"]):
+    headline[f"lr_rho{rho:g}_{arm}_path_best_gain"] = float(g["best_gain"].mean())
 write_metrics(out, slug="delta_learning", title=TITLE, url=URL, profile=profile, device=device,
               seeds=sorted(set(seeds) | set(lr_seeds)), claims=list(claims.values()), headline=headline,
               params=snapshot(globals(), "delta_learning"))
 for c in claims.values():
-    print(f"{c.id}: {c.verdict} ({c.detail})")
+    print(f"{c.id}: {c.verdict} ({c.reason}; {c.detail})")

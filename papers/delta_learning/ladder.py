@@ -7,13 +7,16 @@ first to reach a high accuracy is the *student*, which is stronger than both. On
 answers greedily; pairs (teacher 1 > teacher 2) are never checked for correctness, like the paper's
 Qwen-3B-vs-1.5B pairs, which are never judged. The student is then tuned for one epoch by
 
-- ``dpo``: length-normalised DPO (the authors' ``dpo_norm``: mean per-token log-probabilities), beta = 5,
-  reference = the student itself (configs/dpo/base.yaml of scottgeng00/delta_learning);
-- ``dpo_swapped``: the same pairs with chosen and rejected exchanged (negative control: the paper reports
-  that reversing the pair reverses the direction of the change);
-- ``sft_chosen``: supervised fine-tuning on the chosen (teacher-1) responses of the same prompts;
+- ``dpo``: length-normalised DPO (the authors' ``dpo_norm``: mean per-token log-probabilities), reference =
+  the student itself (configs/dpo/base.yaml of scottgeng00/delta_learning), learning rate and beta chosen
+  on held-out selection problems;
+- ``sft_chosen``: supervised fine-tuning on the chosen (teacher-1) responses, learning rate chosen the same
+  way;
+- at the chosen settings: ``dpo_swapped`` (pairs reversed: the paper reports that reversing the pair
+  reverses the direction), ``dpo_random`` (each pair's orientation by a coin: no delta), ``dpo_rerun``
+  (another data order: A/A) and ``sft_self`` (SFT on the student's own answers: no weak data);
 
-and its exact-match accuracy on held-out problems is compared with its starting accuracy.
+and its exact-match accuracy on held-out evaluation problems is compared with its starting accuracy.
 
 Token layout (fixed length, right-padded): ``[BOS] a + b =`` then the sum's n+1 digits and ``EOS``, every
 number written *least significant digit first*: answer digit j then sits at a fixed offset from operand
@@ -269,13 +272,30 @@ def _tune_config(n_batches: int, lr: float, desc: str, progress: bool) -> TrainC
                        log_every=max(1, n_batches // 10), desc=desc, progress=progress)
 
 
+ORIENTATIONS = ("paired", "swapped", "random")
+
+
+def orient(chosen: torch.Tensor, rejected: torch.Tensor, orientation: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pairs as given (``paired``: teacher 1 chosen), reversed (``swapped``), or each pair's side drawn
+    by a fair coin (``random``: the quality delta is zero in expectation; seeded by ``seed``)."""
+    if orientation == "paired":
+        return chosen, rejected
+    if orientation == "swapped":
+        return rejected, chosen
+    if orientation == "random":
+        flip = torch.rand(chosen.shape[0], generator=torch_generator(90_000 + seed)) < 0.5
+        f = flip[:, None]
+        return torch.where(f, rejected, chosen), torch.where(f, chosen, rejected)
+    raise ValueError(f"orientation must be one of {ORIENTATIONS}, got {orientation!r}")
+
+
 def tune_dpo(task: AdditionTask, spec: ModelSpec, student: dict, pairs: PairData, beta: float, lr: float,
-             batch_size: int, seed: int, swap: bool = False, device: str = "cpu", progress: bool = False):
-    """One epoch of ``dpo_norm`` from the student (also the frozen reference) on the distinct pairs."""
+             batch_size: int, seed: int, orientation: str = "paired", device: str = "cpu", progress: bool = False):
+    """One epoch of ``dpo_norm`` from the student (also the frozen reference) on the distinct pairs;
+    ``seed`` sets the data order (and the coin of the ``random`` orientation)."""
     keep = pairs.distinct
-    prompts, chosen, rejected = pairs.prompts[keep], pairs.chosen[keep], pairs.rejected[keep]
-    if swap:
-        chosen, rejected = rejected, chosen
+    prompts = pairs.prompts[keep]
+    chosen, rejected = orient(pairs.chosen[keep], pairs.rejected[keep], orientation, seed)
     if len(prompts) == 0:
         raise ValueError("no distinct preference pairs: the two teachers answered every prompt identically")
     c_ids, c_mask = join(prompts, chosen)
@@ -302,15 +322,16 @@ def tune_dpo(task: AdditionTask, spec: ModelSpec, student: dict, pairs: PairData
         loss, reward_acc = dpo_norm_loss(scores[:n], scores[n:], rc, rr, beta)
         return loss, {"reward_accuracy": float(reward_acc)}
 
-    history = train(model, _tune_config(len(batches), lr, f"dpo{'-swap' if swap else ''} s{seed}", progress),
+    history = train(model, _tune_config(len(batches), lr, f"dpo-{orientation} s{seed}", progress),
                     batch_fn, loss_fn, device)
     return model, history
 
 
 def tune_sft(task: AdditionTask, spec: ModelSpec, student: dict, pairs: PairData, lr: float, batch_size: int,
-             seed: int, device: str = "cpu", progress: bool = False):
-    """One epoch of SFT from the student on the chosen (teacher-1) response of every prompt."""
-    ids, mask = join(pairs.prompts, pairs.chosen)
+             seed: int, device: str = "cpu", progress: bool = False, responses: torch.Tensor | None = None):
+    """One epoch of SFT from the student on the chosen (teacher-1) response of every prompt, or on
+    ``responses`` to the same prompts (the control: the student's own greedy answers)."""
+    ids, mask = join(pairs.prompts, pairs.chosen if responses is None else responses)
     seed_everything(seed)
     model = build_model(task, spec).to(device)
     model.load_state_dict(student)
@@ -345,46 +366,114 @@ def likelihood_shift(before, after, pairs: PairData, eval_prompts: torch.Tensor,
     return out
 
 
+def output_profile(responses: torch.Tensor, answers: torch.Tensor) -> dict:
+    """What greedy answers look like against the correct sums: the share exactly right, numerically above
+    or below the correct sum, malformed (a non-digit where a digit belongs or no EOS), and per answer
+    digit (least significant first) the mean signed difference output digit - correct digit over the
+    well-formed answers."""
+    n_digits = answers.shape[1] - 1
+    digits = responses[:, :n_digits] - DIGIT0
+    well = ((digits >= 0) & (digits <= 9)).all(dim=1) & (responses[:, n_digits] == EOS)
+    true = answers[:, :n_digits] - DIGIT0
+    weights = 10 ** torch.arange(n_digits)
+    value = (digits.clamp(0, 9) * weights).sum(dim=1)
+    target = (true * weights).sum(dim=1)
+    exact = exact_match(responses, answers)
+    out = {"exact": float(exact.float().mean()), "above": float((well & (value > target)).float().mean()),
+           "below": float((well & (value < target)).float().mean()), "malformed": float((~well).float().mean())}
+    diff = (digits - true).float()
+    for j in range(n_digits):
+        out[f"digit{j}_diff"] = float(diff[well, j].mean()) if well.any() else float("nan")
+    return out
+
+
 def run_seed(task: AdditionTask, spec: ModelSpec, seed: int, pretrain_steps: int, pretrain_batch: int,
              pretrain_lr: float, eval_every: int, n_val: int, targets: tuple[float, float, float],
-             n_pair_prompts: int, n_eval: int, beta: float, tune_lr: float, tune_batch: int,
-             arms: tuple[str, ...] = ("dpo", "dpo_swapped", "sft_chosen"), extra_dpo_lrs: tuple[float, ...] = (),
-             device: str = "cpu", progress: bool = False) -> tuple[list[dict], dict]:
-    """Pretrain the ladder, build pairs, run every arm; return one row per model (the three ladder models
-    and each tuned student) with its held-out exact match, plus facts about the seed's pairs.
+             n_pair_prompts: int, n_select: int, n_eval: int, dpo_lrs: tuple[float, ...],
+             dpo_betas: tuple[float, ...], sft_lrs: tuple[float, ...], tune_batch: int, device: str = "cpu",
+             progress: bool = False) -> tuple[list[dict], dict]:
+    """Pretrain the ladder, build pairs, tune the student.
 
-    ``extra_dpo_lrs`` adds DPO students tuned at other learning rates (rows ``dpo_lr<lr>``), a post-hoc
-    exploration that no verdict uses; every arm is seeded on its own, so adding them changes no other row.
+    DPO is run at every (learning rate, beta) of the grid and SFT on the chosen answers at every learning
+    rate; each arm's setting is the one with the highest exact match on ``n_select`` held-out *selection*
+    problems (drawn apart from the pair prompts and the ``n_eval`` evaluation problems, which no choice
+    sees). At the chosen settings: DPO on swapped pairs, DPO on randomly oriented pairs (control), DPO
+    again with another data order (A/A control), and SFT on the student's own greedy answers (control).
+
+    Rows: one per model with its evaluation and selection exact match (``model`` = ``teacher_2``,
+    ``teacher_1``, ``student``, ``dpo``, ``dpo_swapped``, ``dpo_random``, ``dpo_rerun``, ``sft_chosen``,
+    ``sft_self``, and every grid point ``dpo_lr*_beta*`` / ``sft_lr*``).
     """
     ladder = pretrain_ladder(task, spec, pretrain_steps, pretrain_batch, pretrain_lr, eval_every, n_val, targets,
                              seed, device, progress)
     pairs = make_pairs(task, spec, ladder, n_pair_prompts, seed, device)
-    gen = torch_generator(70_000 + seed)  # held-out evaluation problems
-    ea, eb = sample_operands(task, n_eval, gen)
-    eval_prompts, eval_answers = encode_prompts(task, ea, eb).to(device), encode_answers(task, ea, eb).to(device)
+    sets = {}
+    for name, offset, n in (("eval", 70_000, n_eval), ("select", 80_000, n_select)):
+        a, b = sample_operands(task, n, torch_generator(offset + seed))
+        sets[name] = (encode_prompts(task, a, b).to(device), encode_answers(task, a, b).to(device))
+
+    def score(m) -> dict:
+        return {f"{k}_exact_match" if k == "select" else "exact_match": evaluate(m, p, a, task)
+                for k, (p, a) in sets.items()}
+
     model = build_model(task, spec).to(device)
-    rows = []
+    rows, profiles = [], []
+
+    def record(name: str, m, role: str, lr=float("nan"), beta=float("nan"), step=None) -> dict:
+        row = {"seed": seed, "model": name, "role": role, "lr": lr, "beta": beta, **score(m),
+               "pretrain_step": ladder.steps["student"] if step is None else step}
+        rows.append(row)
+        return row
+
     for name in ("teacher_2", "teacher_1", "student"):
         model.load_state_dict(getattr(ladder, name))
-        rows.append({"seed": seed, "model": name, "exact_match": evaluate(model, eval_prompts, eval_answers, task),
-                     "pretrain_step": ladder.steps[name]})
+        record(name, model, "ladder", step=ladder.steps[name])
     student = model  # holds the student's weights from here on
-    tuned_curves, shifts = [], {}
-    runs = [(arm, tune_lr) for arm in arms] + [(f"dpo_lr{lr:g}", lr) for lr in extra_dpo_lrs]
-    for arm, lr in runs:
-        if arm.startswith("dpo"):
-            tuned, hist = tune_dpo(task, spec, ladder.student, pairs, beta, lr, tune_batch, seed,
-                                   swap=arm == "dpo_swapped", device=device, progress=progress)
-        elif arm == "sft_chosen":
-            tuned, hist = tune_sft(task, spec, ladder.student, pairs, lr, tune_batch, seed, device, progress)
-        else:
-            raise ValueError(f"unknown arm {arm!r}")
-        rows.append({"seed": seed, "model": arm, "exact_match": evaluate(tuned, eval_prompts, eval_answers, task),
-                     "pretrain_step": ladder.steps["student"]})
-        tuned_curves += [{"seed": seed, "arm": arm, **rec} for rec in hist.records]
-        if arm in ("dpo", "sft_chosen"):
-            shifts.update({f"{arm}_{k}": v for k, v in
-                           likelihood_shift(student, tuned, pairs, eval_prompts, eval_answers).items()})
+    student_answers = generate(student, pairs.prompts.to(device), task).cpu()
+    models, histories = {}, {}
+
+    def keep(name, tuned, hist):
+        models[name], histories[name] = tuned, hist
+
+    best_dpo, best_sft = None, None
+    for lr in dpo_lrs:
+        for beta in dpo_betas:
+            name = f"dpo_lr{lr:g}_beta{beta:g}"
+            tuned, hist = tune_dpo(task, spec, ladder.student, pairs, beta, lr, tune_batch, seed, "paired", device,
+                                   progress)
+            row = record(name, tuned, "dpo_grid", lr, beta)
+            if best_dpo is None or row["select_exact_match"] > best_dpo["select_exact_match"]:
+                best_dpo = row
+                keep("dpo", tuned, hist)
+    for lr in sft_lrs:
+        name = f"sft_lr{lr:g}"
+        tuned, hist = tune_sft(task, spec, ladder.student, pairs, lr, tune_batch, seed, device, progress)
+        row = record(name, tuned, "sft_grid", lr)
+        if best_sft is None or row["select_exact_match"] > best_sft["select_exact_match"]:
+            best_sft = row
+            keep("sft_chosen", tuned, hist)
+    lr_d, beta_d, lr_s = best_dpo["lr"], best_dpo["beta"], best_sft["lr"]
+    record("dpo", models["dpo"], "arm", lr_d, beta_d)
+    record("sft_chosen", models["sft_chosen"], "arm", lr_s)
+    for name, orientation, tune_seed in (("dpo_swapped", "swapped", seed), ("dpo_random", "random", seed),
+                                         ("dpo_rerun", "paired", seed + 1000)):
+        tuned, hist = tune_dpo(task, spec, ladder.student, pairs, beta_d, lr_d, tune_batch, tune_seed, orientation,
+                               device, progress)
+        record(name, tuned, "arm", lr_d, beta_d)
+        keep(name, tuned, hist)
+    tuned, hist = tune_sft(task, spec, ladder.student, pairs, lr_s, tune_batch, seed, device, progress,
+                           responses=student_answers)
+    record("sft_self", tuned, "arm", lr_s)
+    keep("sft_self", tuned, hist)
+    eval_prompts, eval_answers = sets["eval"]
+    for name in ("student", "dpo", "dpo_swapped", "sft_chosen"):
+        m = student if name == "student" else models[name]
+        profiles.append({"seed": seed, "model": name,
+                         **output_profile(generate(m, eval_prompts, task).cpu(), eval_answers.cpu())})
+    shifts = {}
+    for arm in ("dpo", "sft_chosen"):
+        shifts.update({f"{arm}_{k}": v for k, v in
+                       likelihood_shift(student, models[arm], pairs, eval_prompts, eval_answers).items()})
     correct_c = exact_match(pairs.chosen, pairs.answers)
     correct_r = exact_match(pairs.rejected, pairs.answers)
     d = pairs.distinct
@@ -394,7 +483,9 @@ def run_seed(task: AdditionTask, spec: ModelSpec, seed: int, pretrain_steps: int
         "chosen_correct": float(correct_c.float().mean()), "rejected_correct": float(correct_r.float().mean()),
         "chosen_correct_on_distinct": float(correct_c[d].float().mean()) if d.any() else float("nan"),
         "rejected_correct_on_distinct": float(correct_r[d].float().mean()) if d.any() else float("nan"),
+        "dpo_lr": lr_d, "dpo_beta": beta_d, "sft_lr": lr_s,
         **shifts,
     }
+    tuned_curves = [{"seed": seed, "arm": name, **rec} for name, hist in histories.items() for rec in hist.records]
     return rows, {"facts": facts, "curve": [{"seed": seed, "step": s, "val_exact_match": a} for s, a in ladder.curve],
-                  "tune_curves": tuned_curves}
+                  "tune_curves": tuned_curves, "profiles": profiles}
