@@ -9,6 +9,8 @@
     papers build-smollm2                 dequantise the SmolLM2 GGUF into data/smollm2 (stage data_smollm2)
     papers report [--check]              regenerate (or check) the results tables in the READMEs
     papers prereg [SLUG ...]             per claim: registered in which commit, before its first results?
+    papers diff [A] [B] [--paper SLUG]   claims whose verdict, value or interval changed from A to B
+                                         (default: the last commit vs the working tree), and changed params
 """
 
 from __future__ import annotations
@@ -117,6 +119,31 @@ def cmd_prereg(args: argparse.Namespace) -> int:
     for r in rows:
         counts[r.status] = counts.get(r.status, 0) + 1
     print(f"\n{len(rows)} claims: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    """The review command: per paper, the claims whose verdict, value or interval changed, old -> new."""
+    from shared.diff import DiffError, diff
+
+    unknown = [s for s in args.paper or [] if s not in paths.list_papers()]
+    if unknown:
+        raise ParamError(f"unknown paper {unknown[0]!r} (papers: {', '.join(paths.list_papers())})")
+    try:
+        result = diff(args.a, args.b, args.paper or None)
+    except DiffError as exc:
+        raise ParamError(str(exc)) from None
+    print(f"papers diff {args.a} -> {args.b}")
+    unchanged = []
+    for d in result:
+        if not d.lines:
+            unchanged.append(d.slug)
+            continue
+        print(f"{d.slug}")
+        for line in d.lines:
+            print(f"  {line}")
+    if unchanged:
+        print(f"unchanged: {', '.join(unchanged)}")
     return 0
 
 
@@ -296,6 +323,12 @@ def build_parser() -> argparse.ArgumentParser:
                                       "its first committed results (read from git)")
     p.add_argument("slugs", nargs="*", metavar="SLUG")
     p.set_defaults(func=cmd_prereg)
+
+    p = sub.add_parser("diff", help="claims whose verdict, value or interval changed between two revisions")
+    p.add_argument("a", nargs="?", default="HEAD", help="the old revision (default HEAD)")
+    p.add_argument("b", nargs="?", default="workspace", help="the new revision (default: the working tree)")
+    p.add_argument("--paper", action="append", metavar="SLUG", help="only this paper; repeatable")
+    p.set_defaults(func=cmd_diff)
 
     p = sub.add_parser("report", help="regenerate the results tables in README.md and papers/*/README.md")
     p.add_argument("--check", action="store_true", help="exit 1 if any table is stale; write nothing")
