@@ -223,7 +223,7 @@ def _add_params_section(params_file: Path, slug: str) -> None:
     smoke_seeds = CommentedSeq([0])
     smoke_seeds.fa.set_flow_style()
     section = CommentedMap(seeds=seeds, mu=0.5, n_samples=2000)
-    section["profiles"] = CommentedMap(smoke=CommentedMap(seeds=smoke_seeds, n_samples=100),
+    section["profiles"] = CommentedMap(small=CommentedMap(), smoke=CommentedMap(seeds=smoke_seeds, n_samples=100),
                                        full=CommentedMap(n_samples=100000))
     buf = io.StringIO()
     y.dump(CommentedMap({slug: section}), buf)
@@ -242,7 +242,7 @@ def _add_stage(dvc_file: Path, slug: str) -> None:
     stage = CommentedMap()
     stage["cmd"] = f"papers run {slug} --profile ${{profile}}"
     stage["deps"] = []  # filled by sync_stage_deps once the files exist
-    stage["params"] = ["profile", slug]
+    stage["params"] = []  # filled by sync_stage_deps once params.yaml has the section
     stage["outs"] = [f"{res}/notebook.ipynb", CommentedMap({f"{res}/metrics.json": {"cache": False}}),
                      CommentedMap({f"{res}/per_seed.csv": {"cache": False}}),
                      CommentedMap({f"{res}/estimates.png": {"cache": False}})]
@@ -296,9 +296,21 @@ def scaffold_paper(slug: str, title: str, url: str, grade: str = "B") -> list[Pa
     return list(files)
 
 
+def stage_params(slug: str) -> list[str]:
+    """The params a paper's stage depends on: ``profile``, each base key of its section, and only the
+    active profile's overrides (``<slug>.profiles.${profile}``), so that editing another profile leaves the
+    stage up to date. Every section therefore lists ``small: {}`` among its profiles."""
+    import yaml
+
+    section = (yaml.safe_load((paths.repo_root() / "params.yaml").read_text()) or {}).get(slug) or {}
+    base = [f"{slug}.{key}" for key in section if key != "profiles"]
+    return ["profile", *base, f"{slug}.profiles.${{profile}}"]
+
+
 def sync_stage_deps(slug: str) -> list[str]:
     """Set the code dependencies of ``slug``'s stage to the computed import closure
-    (:func:`shared.deps.stage_code_deps`), keeping its other (data) dependencies; return the new list."""
+    (:func:`shared.deps.stage_code_deps`), keeping its other (data) dependencies, and its params to
+    :func:`stage_params`; return the new dependency list."""
     from shared.deps import stage_code_deps
 
     root = paths.repo_root()
@@ -309,6 +321,7 @@ def sync_stage_deps(slug: str) -> list[str]:
     code = stage_code_deps(slug)
     others = [d for d in stage.get("deps", []) if str(d).startswith("data/")]
     stage["deps"] = code + others
+    stage["params"] = stage_params(slug)
     with open(dvc_file, "w") as fh:
         y.dump(data, fh)
     return list(stage["deps"])

@@ -70,7 +70,10 @@ def test_stage_matches_files_on_disk(slug):
     produced = {out for name, st in DVC["stages"].items() if name.startswith("data_") for out in st.get("outs", [])}
     for dep in deps:
         assert (ROOT / dep).exists() or dep in produced, f"stage {slug} depends on {dep}, which nothing produces"
-    assert stage["params"][:2] == ["profile", slug]
+    from shared.scaffold import stage_params
+
+    assert stage["params"] == stage_params(slug), f"run `papers deps {slug} --write` (params of the active profile)"
+    assert "small" in (PARAMS[slug].get("profiles") or {}), f"params.yaml {slug}.profiles needs `small: {{}}`"
     outs = []
     for key in ("outs", "metrics", "plots"):
         for item in stage.get(key, []):
@@ -138,7 +141,10 @@ def test_committed_results_match_the_code_params_and_readmes():
             if not path.is_file() or hashlib.md5(path.read_bytes()).hexdigest() != item["md5"]:
                 stale.append(f"{name}: {item['path']}")
         for key, value in stage.get("params", {}).get("params.yaml", {}).items():
-            if params.get(key) != value:
+            current = params
+            for part in key.split("."):  # DVC records dotted keys (slug.steps, slug.profiles.small)
+                current = current.get(part) if isinstance(current, dict) else None
+            if current != value:
                 stale.append(f"{name}: params {key}")
     assert not stale, f"results are stale for {stale[:10]}: run `dvc repro` and commit dvc.lock"
 
@@ -222,3 +228,16 @@ def test_second_dvc_repro_reruns_nothing(tmp_path):
     status = subprocess.run([dvc, "status", "inverse_permutation"], cwd=clone, env=env, capture_output=True,
                             text=True, timeout=120)
     assert "up to date" in status.stdout, status.stdout
+
+    # an edit of an inactive profile (here `full`) leaves the stage up to date; one of the active profile does not
+    def edit_profile(name: str) -> str:
+        import yaml as _yaml
+
+        data = _yaml.safe_load((clone / "params.yaml").read_text())
+        data["inverse_permutation"]["profiles"].setdefault(name, {})["n_eval"] = 123
+        (clone / "params.yaml").write_text(_yaml.safe_dump(data, sort_keys=False))
+        return subprocess.run([dvc, "status", "inverse_permutation"], cwd=clone, env=env, capture_output=True,
+                              text=True, timeout=120).stdout
+
+    assert "up to date" in edit_profile("full")
+    assert "inverse_permutation.profiles.smoke" in edit_profile("smoke")
