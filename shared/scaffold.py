@@ -11,6 +11,7 @@ from __future__ import annotations
 import keyword
 import re
 from pathlib import Path
+from typing import Any
 
 from shared import paths
 
@@ -307,6 +308,60 @@ def stage_params(slug: str) -> list[str]:
     return ["profile", *base, f"{slug}.profiles.${{profile}}"]
 
 
+ID_COLUMNS = ("seed",)  # numeric columns that identify a row rather than measure something
+
+
+def plot_series(csv: Path, x: str) -> list[str]:
+    """The y series of a curve table: every numeric column but ``x`` and the identifiers."""
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    return [c for c in frame.columns if c != x and c not in ID_COLUMNS and pd.api.types.is_numeric_dtype(frame[c])]
+
+
+def sync_plots(data: Any, slug: str) -> list[tuple[str, str, list[str]]]:
+    """Declare every series of ``slug``'s curve tables in dvc.yaml's top-level ``plots`` (a stage-level plot
+    takes one y column, so a multi-series CSV would show only its last column there). A stage-level plot
+    entry (path with ``x``) moves to the stage's outs; the top-level entry gets ``x`` and every numeric
+    column as ``y`` (from the CSV on disk; an absent CSV keeps its old y). Returns (path, x, y) rows."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    root = paths.repo_root()
+    stage = data["stages"][slug]
+    prefix = f"results/{slug}/"
+    found: dict[str, CommentedMap] = {}
+    for item in list(stage.get("plots", []) or []):
+        if isinstance(item, dict):
+            (path, props), = item.items()
+            if props and "x" in props:
+                found[path] = CommentedMap(x=props["x"], y=props.get("y"))
+                stage["outs"].append(CommentedMap({path: CommentedMap(cache=False)}))
+                stage["plots"].remove(item)
+    if "plots" in stage and not stage["plots"]:
+        del stage["plots"]
+    top = data.get("plots")
+    if top is None:
+        top = data["plots"] = CommentedSeq()
+    for item in list(top):
+        (path, props), = item.items()
+        if path.startswith(prefix):
+            found.setdefault(path, CommentedMap(x=props["x"], y=props.get("y")))
+            top.remove(item)
+    rows = []
+    for path in sorted(found):
+        props = found[path]
+        csv = root / path
+        y = plot_series(csv, props["x"]) if csv.exists() else list(props.get("y") or [])
+        ys = CommentedSeq(y)
+        ys.fa.set_flow_style()
+        entry = CommentedMap(x=props["x"])
+        if y:
+            entry["y"] = ys
+        top.append(CommentedMap({path: entry}))
+        rows.append((path, props["x"], y))
+    return rows
+
+
 def sync_stage_deps(slug: str) -> list[str]:
     """Set the code dependencies of ``slug``'s stage to the computed import closure
     (:func:`shared.deps.stage_code_deps`), keeping its other (data) dependencies, and its params to
@@ -322,6 +377,7 @@ def sync_stage_deps(slug: str) -> list[str]:
     others = [d for d in stage.get("deps", []) if str(d).startswith("data/")]
     stage["deps"] = code + others
     stage["params"] = stage_params(slug)
+    sync_plots(data, slug)
     with open(dvc_file, "w") as fh:
         y.dump(data, fh)
     return list(stage["deps"])

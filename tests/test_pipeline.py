@@ -175,6 +175,23 @@ def test_registry_code_and_results_agree(slug):
         assert (c["control"]["measured"] is not None) == reg.has_control
 
 
+@pytest.mark.parametrize("slug", PAPERS)
+def test_every_plot_series_is_declared(slug):
+    """`dvc plots` shows every series of a curve table: declared at the top level with x and all its numeric
+    columns as y (a stage-level plot takes one y and would show only the last column)."""
+    from shared.scaffold import plot_series
+
+    stage = DVC["stages"][slug]
+    assert not stage.get("plots"), f"stage {slug}: move plots to the top-level `plots` (papers deps {slug} --write)"
+    declared = [item for item in DVC.get("plots", []) if next(iter(item)).startswith(f"results/{slug}/")]
+    outs = {next(iter(o)) if isinstance(o, dict) else o for o in stage.get("outs", [])}
+    for item in declared:
+        (path, props), = item.items()
+        assert path in outs, f"{path} is plotted but not an output of stage {slug}"
+        if (ROOT / path).exists():
+            assert props.get("y") == plot_series(ROOT / path, props["x"]), f"{path}: run `papers deps {slug} --write`"
+
+
 def test_readme_tables_are_current():
     stale = check_report()
     assert not stale, f"run `papers report`: stale {', '.join(str(p) for p in stale)}"
