@@ -11,6 +11,7 @@
     papers prereg [SLUG ...]             per claim: registered in which commit, before its first results?
     papers diff [A] [B] [--paper SLUG]   claims whose verdict, value or interval changed from A to B
                                          (default: the last commit vs the working tree), and changed params
+    papers plots [REV ...] [-o DIR]      `dvc plots diff` as an HTML page that works offline
 """
 
 from __future__ import annotations
@@ -144,6 +145,19 @@ def cmd_diff(args: argparse.Namespace) -> int:
             print(f"  {line}")
     if unchanged:
         print(f"unchanged: {', '.join(unchanged)}")
+    return 0
+
+
+def cmd_plots(args: argparse.Namespace) -> int:
+    from shared.plots import render
+
+    out = Path(args.out) if args.out else paths.repo_root() / "dvc_plots"
+    try:
+        page = render(args.revisions, out)
+    except RuntimeError as exc:
+        print(f"papers plots: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"papers plots: {page} (self-contained: opens offline)")
     return 0
 
 
@@ -329,6 +343,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("b", nargs="?", default="workspace", help="the new revision (default: the working tree)")
     p.add_argument("--paper", action="append", metavar="SLUG", help="only this paper; repeatable")
     p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("plots", help="`dvc plots diff` rendered as a page that opens offline")
+    p.add_argument("revisions", nargs="*", metavar="REV", help="revisions to compare (default: HEAD and workspace)")
+    p.add_argument("-o", "--out", default=None, help="output directory (default dvc_plots/, git-ignored)")
+    p.set_defaults(func=cmd_plots)
 
     p = sub.add_parser("report", help="regenerate the results tables in README.md and papers/*/README.md")
     p.add_argument("--check", action="store_true", help="exit 1 if any table is stale; write nothing")
