@@ -189,15 +189,33 @@ def _splice(text: str, markers: tuple[str, str], block: str, where: Path) -> str
     return pattern.sub(lambda _: f"{begin}\n{block}\n{end}", text, count=1)
 
 
+TITLE_RE = re.compile(r"^# \[(Re|¬Re)\] ")
+
+
+def title_tag(metrics: dict[str, Any] | None) -> str:
+    """ReScience's convention: ``[¬Re]`` for a failed replication (no replication claim reproduced and at
+    least one not reproduced), ``[Re]`` otherwise (including papers with only checks or only inconclusive)."""
+    if metrics is None:
+        return "Re"
+    verdicts = [c["verdict"] for c in metrics["claims"] if c["kind"] == "replication"]
+    return "¬Re" if "not_reproduced" in verdicts and "reproduced" not in verdicts else "Re"
+
+
+def _retitle(text: str, tag: str) -> str:
+    first, sep, rest = text.partition("\n")
+    return (TITLE_RE.sub(f"# [{tag}] ", first, count=1) + sep + rest) if TITLE_RE.match(first) else text
+
+
 def rendered() -> dict[Path, str]:
-    """Every README the report owns, with its generated block filled in."""
+    """Every README the report owns, with its generated block filled in (and a paper README's title tag)."""
     root = paths.repo_root()
     out: dict[Path, str] = {}
     readme = root / "README.md"
     out[readme] = _splice(readme.read_text(), ROOT_MARKERS, root_table(), readme)
     for slug in paths.list_papers():
         path = paths.paper_dir(slug) / "README.md"
-        out[path] = _splice(path.read_text(), PAPER_MARKERS, paper_block(slug), path)
+        text = _retitle(path.read_text(), title_tag(_metrics(slug)))
+        out[path] = _splice(text, PAPER_MARKERS, paper_block(slug), path)
     return out
 
 

@@ -48,6 +48,18 @@ def test_tables_split_checks_and_show_gate_control_prereg(tmp_path):
     assert cli(root, "report", "--check").returncode == 0
 
 
+def test_failed_replication_is_titled_not_re(tmp_path):
+    root = _repo(tmp_path)
+    (root / "params.yaml").write_text("profile: small\ntoy:\n  effect: -0.5\n  sleep: 0.0\n")
+    cli(root, "run", "toy", "--quiet")
+    cli(root, "report")
+    assert (root / "papers" / "toy" / "README.md").read_text().startswith("# [¬Re] Toy\n")
+    (root / "params.yaml").write_text("profile: small\ntoy:\n  effect: 0.5\n  sleep: 0.0\n")
+    cli(root, "run", "toy", "--quiet")
+    cli(root, "report")
+    assert (root / "papers" / "toy" / "README.md").read_text().startswith("# [Re] Toy\n")
+
+
 def test_smoke_verdicts_are_labelled(tmp_path):
     root = _repo(tmp_path)
     cli(root, "run", "toy", "--quiet", "--profile", "smoke", "--out", "results/toy")
