@@ -51,8 +51,13 @@ test-fast: setup
 report: setup
 	$(BIN)/papers report
 
+# Lab's settings overrides (jupyter/overrides.json: Python files, the .nb.py notebooks among them, open as
+# notebooks; the default kernel starts without a dialog) go into the venv's app settings; PYTHONPATH makes
+# the kernel import this checkout's `papers` and `shared`, even when the venv is shared with another one.
 lab: setup
-	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --notebook-dir=.
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
+	PYTHONPATH=$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)) $(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) --notebook-dir=.
 
 clean-venv:
 	rm -rf $(VENV)

@@ -67,3 +67,55 @@ def test_notebook_source_opens_and_round_trips_unchanged(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_make_lab_ships_the_viewer_and_kernel_settings_and_this_checkouts_path():
+    """`make lab` installs the overrides (notebook viewer for Python files, kernel started without a
+    dialog) and puts this checkout first on the kernel's PYTHONPATH."""
+    overrides = json.loads((ROOT / "jupyter" / "overrides.json").read_text())
+    assert overrides["@jupyterlab/docmanager-extension:plugin"]["defaultViewers"]["python"] == "Jupytext Notebook"
+    assert overrides["@jupyterlab/notebook-extension:tracker"]["autoStartDefaultKernel"] is True
+    schemas = Path(sys.executable).parents[1] / "share" / "jupyter" / "lab" / "schemas" / "@jupyterlab"
+    for plugin, key in (("docmanager-extension/plugin.json", "defaultViewers"),
+                        ("notebook-extension/tracker.json", "autoStartDefaultKernel")):
+        assert key in json.loads((schemas / plugin).read_text())["properties"], f"{plugin} has no {key}"
+    dry = subprocess.run(["make", "-n", "lab"], cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0, dry.stderr
+    assert "overrides.json" in dry.stdout and f"PYTHONPATH={ROOT}" in dry.stdout
+
+
+@pytest.mark.slow
+def test_lab_serves_the_overrides_and_the_kernel_imports_this_checkout(tmp_path):
+    """The settings Lab serves include the overrides, and a kernel started like `make lab` starts it
+    imports `shared` from this checkout."""
+    settings = tmp_path / "app" / "settings"
+    settings.mkdir(parents=True)
+    shutil.copy2(ROOT / "jupyter" / "overrides.json", settings / "overrides.json")
+    port = _free_port()
+    jupyter = str(Path(sys.executable).with_name("jupyter"))
+    env = {**__import__("os").environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "user"), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([jupyter, "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+                             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={tmp_path}",
+                             f"--LabApp.app_settings_dir={settings}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                _api(port, "/api/status")
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.5)
+        viewer = _api(port, "/lab/api/settings/@jupyterlab/docmanager-extension:plugin")
+        # overrides become the schema's defaults (the user has set nothing)
+        assert viewer["schema"]["properties"]["defaultViewers"]["default"]["python"] == "Jupytext Notebook"
+        tracker = _api(port, "/lab/api/settings/@jupyterlab/notebook-extension:tracker")
+        assert tracker["schema"]["properties"]["autoStartDefaultKernel"]["default"] is True
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    probe = subprocess.run([sys.executable, "-c", "import shared; print(shared.__file__)"], cwd=tmp_path,
+                           env={**env}, capture_output=True, text=True)
+    assert probe.stdout.strip().startswith(str(ROOT))
