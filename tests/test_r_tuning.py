@@ -198,6 +198,35 @@ def test_response_loss_is_cross_entropy_of_the_response_tokens_only():
         L.collate(hidden, seqs, [5, 1], "cpu")
 
 
+def test_example_weights_hand_case():
+    # tokens 0..7: prompt 0-2, answer 3-4, certainty question 5, certainty token 6, '.' 7
+    w = L.example_weights(8, 3, 5, 6)
+    assert w == [0, 0, 0, 0.5, 0.5, 0, 1.0, 0]
+    assert L.example_weights(5, 3, 5) == [0, 0, 0, 0.5, 0.5]
+    with pytest.raises(ValueError, match="answer span"):
+        L.example_weights(5, 3, 7)
+    with pytest.raises(ValueError, match="certainty token"):
+        L.example_weights(8, 3, 5, 4)
+
+
+def test_weighted_response_loss_is_answer_mean_plus_certainty_per_example():
+    model = _tiny()
+    seqs = [[3, 4, 5, 6, 7, 8, 9], [10, 11, 12, 13]]
+    weights = [L.example_weights(7, 2, 4, 5), L.example_weights(4, 1, 4)]
+    hidden = L.cache_block_inputs(model, seqs, 2, 0, 4, "cpu")
+    top = L.build_top_model(model, 2)
+    with torch.no_grad():
+        loss = L.response_loss(top, L.collate(hidden, seqs, [2, 1], "cpu", weights))
+        per = []
+        for s, w in zip(seqs, weights):
+            lp = F.log_softmax(model(input_ids=torch.tensor([s])).logits[0], -1)
+            per.append(sum(-wt * lp[t - 1, s[t]] for t, wt in enumerate(w) if wt > 0))
+    # example 1: (ce2 + ce3) / 2 + ce5; example 2: (ce1 + ce2 + ce3) / 3; batch mean
+    assert float(loss) == pytest.approx(float(sum(per) / 2), rel=1e-5)
+    with pytest.raises(ValueError, match="weights for"):
+        L.collate(hidden, seqs, [2, 1], "cpu", [weights[0], weights[0]])
+
+
 def test_train_top_lora_changes_only_the_top_blocks():
     model = _tiny()
     seqs = [[3, 4, 5, 6, 7, 8], [9, 10, 11, 12], [12, 13, 14, 15]]
@@ -291,6 +320,13 @@ def test_synthetic_response_loss_and_certainty():
         lp = F.log_softmax(model(input_ids=tokens).logits, -1)
         manual = -torch.stack([lp[b, t - 1, tokens[b, t]] for b in range(2) for t in range(4, 8)]).mean()
         assert float(S.response_loss(model, tokens)) == pytest.approx(float(manual), rel=1e-5)
+        ce = lambda b, t: -lp[b, t - 1, tokens[b, t]]  # noqa: E731
+        weighted = sum((ce(b, 4) + ce(b, 5)) / 2 + ce(b, 7) for b in range(2)) / 2
+        assert float(S.weighted_response_loss(model, tokens)) == pytest.approx(float(weighted), rel=1e-5)
+        vanilla = tokens[:, :6]
+        lpv = F.log_softmax(model(input_ids=vanilla).logits, -1)
+        wv = sum((-lpv[b, 3, vanilla[b, 4]] - lpv[b, 4, vanilla[b, 5]]) / 2 for b in range(2)) / 2
+        assert float(S.weighted_response_loss(model, vanilla)) == pytest.approx(float(wv), rel=1e-5)
     k, conf = S.answer(model, SMALL, np.array([0, 1]), np.array([0, 1]), "cpu")
     assert k.shape == (2,) and np.all((conf > 0) & (conf <= 1))
     ps = S.certainty(model, SMALL, np.array([0, 1]), np.array([0, 1]), k, "cpu")
@@ -306,6 +342,7 @@ def test_run_seed_table_has_both_methods_and_splits():
     assert df[df["method"] == "vanilla"]["p_sure"].isna().all()
     assert df[df["method"] == "r_tuning"]["p_sure"].between(0, 1).all()
     assert 0 <= info["certain_fraction"] <= 1
+    assert "train_auroc_p_sure" in info
 
 
 # --- verdict rules on synthetic tables ----------------------------------------------------------------------
@@ -327,24 +364,74 @@ def _table(seeds, n, acc, informative, rng, shared=True):
     return pd.concat(rows, ignore_index=True)
 
 
-def test_decide_ap_reproduced_when_certainty_is_informative():
+from shared.claims import Gate, load_claims  # noqa: E402
+
+PASS = Gate(True, "fit", 0.9)
+
+
+def _claim(cid="ap_id_v2"):
+    return load_claims("r_tuning")[cid]
+
+
+def _eval(cid, measured):
+    m, gate, ctrl, detail = measured
+    return _claim(cid).evaluate(m, gate=gate, control=ctrl, detail=detail)
+
+
+def test_ap_reproduced_when_certainty_is_informative_and_control_is_not():
     df = _table([0, 1, 2], 200, 0.3, True, np.random.default_rng(0))
-    c = A.decide_ap(A.make_claims()[0], df, "id", shared_questions=True, n_boot=200)
+    c = _eval("ap_id_v2", A.measure_ap(df, PASS, "id", True, 200))
     assert c.verdict == "reproduced" and c.measured.value > 0.2
+    assert not c.control_meets  # confidence alone is noise for both methods
 
 
-def test_decide_ap_not_reproduced_when_certainty_is_noise():
-    df = _table([0, 1, 2], 2000, 0.3, False, np.random.default_rng(1), shared=False)
-    c = A.decide_ap(A.make_claims()[0], df, "ood", shared_questions=False, n_boot=200)
-    assert c.verdict == "not_reproduced"
+def test_ap_not_reproduced_when_certainty_is_noise():
+    df = _table([0, 1, 2, 3, 4], 2000, 0.3, False, np.random.default_rng(1), shared=False)
+    c = _eval("ap_ood_v2", A.measure_ap(df, PASS, "ood", False, 200))
+    assert c.verdict == "not_reproduced", c.measured
 
 
-def test_decide_ap_inconclusive_without_correct_answers_or_seeds():
-    df = _table([0, 1, 2], 50, 0.3, True, np.random.default_rng(2))
-    df.loc[(df["seed"] == 1) & (df["split"] == "id"), "correct"] = False
-    assert A.decide_ap(A.make_claims()[0], df, "id", True, 100).verdict == "inconclusive"
-    one = _table([0], 50, 0.3, True, np.random.default_rng(3))
-    assert A.decide_ap(A.make_claims()[0], one, "id", True, 100).verdict == "inconclusive"
+def test_ap_inconclusive_when_the_confidence_alone_does_it():
+    """R-Tuning's answer confidence (not its certainty) separates right from wrong: the control meets the
+    criterion too, so the AP gain cannot be credited to the sure/unsure signal."""
+    df = _table([0, 1, 2], 200, 0.3, True, np.random.default_rng(6))
+    rt = df["method"] == "r_tuning"
+    df.loc[rt, "confidence"] = np.where(df.loc[rt, "correct"], 0.8, 0.2)
+    c = _eval("ap_id_v2", A.measure_ap(df, PASS, "id", True, 200))
+    assert c.verdict == "inconclusive" and c.control_meets
+
+
+def test_ap_gate_and_missing_interval():
+    df = _table([0, 1, 2], 200, 0.3, True, np.random.default_rng(0))
+    gate = A.train_fit_gate({0: 0.9, 1: 0.6, 2: 0.95})
+    assert not gate.passed and gate.value == pytest.approx(0.6)
+    c = _eval("ap_id_v2", A.measure_ap(df, gate, "id", True, 100))
+    assert c.verdict == "inconclusive" and c.reason.startswith("gate failed")
+    assert not A.train_fit_gate({0: float("nan"), 1: 0.9}).passed  # one class only: AUROC undefined
+    assert A.train_fit_gate({0: 0.7, 1: 0.9}).passed
+    df2 = _table([0, 1, 2], 50, 0.3, True, np.random.default_rng(2))
+    df2.loc[(df2["seed"] == 1) & (df2["split"] == "id"), "correct"] = False
+    c = _eval("ap_id_v2", A.measure_ap(df2, PASS, "id", True, 100))
+    assert c.verdict == "inconclusive" and c.measured.ci_low is None
+
+
+def test_train_aurocs_hand_case():
+    fit = pd.DataFrame({"seed": [0] * 4 + [1] * 4, "certain": [True, True, False, False] * 2,
+                        "p_sure": [0.9, 0.8, 0.1, 0.2, 0.1, 0.8, 0.9, 0.2]})
+    a = A.train_aurocs(fit)
+    # seed 1: certain p(sure) 0.1, 0.8 vs uncertain 0.9, 0.2: only 0.8 > 0.2 of the 4 pairs is ordered
+    assert a[0] == 1.0 and a[1] == pytest.approx(0.25)
+
+
+def test_delta_ap_interval_is_the_union_of_t_and_bootstrap():
+    df = _table([0, 1, 2], 200, 0.3, True, np.random.default_rng(0))
+    m, _ = A.delta_ap_measurement(df, "id", True, 200)
+    aps = A.ap_by_seed(df, "id")
+    d = (aps["r_tuning"] - aps["vanilla"]).tolist()
+    from shared.stats import seed_measurement
+    t = seed_measurement(d)
+    _, lo, hi = A.bootstrap_delta_ap(df, "id", True, 200)
+    assert m.ci_low == pytest.approx(min(t.ci_low, lo)) and m.ci_high == pytest.approx(max(t.ci_high, hi))
 
 
 def test_bootstrap_requires_matching_questions():
@@ -354,18 +441,19 @@ def test_bootstrap_requires_matching_questions():
         A.bootstrap_delta_ap(df, "id", shared_questions=True, n_boot=10)
 
 
-def test_decide_answered_accuracy():
-    claim = A.CLAIMS["answered_accuracy"]
+def test_answered_accuracy_reproduced_not_reproduced_and_gated():
     good = _table([0, 1, 2], 200, 0.3, True, np.random.default_rng(5))
-    assert A.decide_answered_accuracy(A.Claim("answered_accuracy", **claim), good).verdict == "reproduced"
+    c = _eval("answered_accuracy_v2", A.measure_answered_accuracy(good, PASS))
+    assert c.verdict == "reproduced" and c.control.measured.value == pytest.approx(0.0)
     # R-Tuning says "sure" exactly on the wrong answers: worse than vanilla
     bad = good.copy()
     rt = bad["method"] == "r_tuning"
     bad.loc[rt, "p_sure"] = np.where(bad.loc[rt, "correct"], 0.1, 0.9)
-    assert A.decide_answered_accuracy(A.Claim("answered_accuracy", **claim), bad).verdict == "not_reproduced"
+    assert _eval("answered_accuracy_v2", A.measure_answered_accuracy(bad, PASS)).verdict == "not_reproduced"
     shy = good.copy()
     shy.loc[shy["method"] == "r_tuning", "p_sure"] = 0.2  # answers nothing
-    assert A.decide_answered_accuracy(A.Claim("answered_accuracy", **claim), shy).verdict == "inconclusive"
+    c = _eval("answered_accuracy_v2", A.measure_answered_accuracy(shy, PASS))
+    assert c.verdict == "inconclusive" and c.reason.startswith("gate failed")
 
 
 def test_per_seed_metrics_values():

@@ -1,4 +1,4 @@
-"""The pre-registered claims, the per-seed metrics and the verdict rules.
+"""The per-seed metrics and the measurements behind the registered claims (``claims.yaml``).
 
 Input: a per-question table (one row per arm run and test question) with columns ``seed, method
 ("vanilla" | "r_tuning"), split ("id" | "ood"), qid, correct (bool), confidence, p_sure`` (NaN for
@@ -13,66 +13,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shared.metrics import Claim, Measurement
-from shared.stats import paired_t_test
+from shared.claims import Claim, Control, Gate
+from shared.metrics import Measurement
+from shared.stats import seed_measurement
 
 from .refusal import ranking_score
 
-ALPHA = 0.05  # one-sided paired t test over seeds
-MIN_EFFECT = 0.02  # smallest AP gain of interest: a 95% CI entirely below +0.02 AP refutes "higher AP"
-MIN_ANSWERED = 5  # fewer willingly answered questions than this in a seed: accuracy on them is not measured
+MIN_ANSWERED = 5  # gate of answered_accuracy_v2: willingly answered questions per split and seed
+MIN_TRAIN_AUROC = 0.7  # gate: AUROC of p(sure) for the certain labels on the training questions, every seed
 N_BOOT = 1000
-
-CLAIMS = {
-    "ap_id": dict(
-        statement="R-Tuning (refusal-aware 'I am sure/unsure' data labelled by the untuned model's own "
-                  "correctness) ranks its answers better than vanilla tuning on the same questions: higher "
-                  "average precision (AP) on in-domain held-out questions (SmolLM2-135M arm).",
-        criterion="Per seed, dAP = AP(R-Tuning, score 0.5*conf + 0.5*p(sure)) - AP(vanilla, score conf) on the "
-                  "ID test. Reproduced if mean dAP > 0 with a one-sided paired t test over seeds p < 0.05 AND "
-                  "the 95% bootstrap CI over test questions (1000 resamples) of the seed-mean dAP has lower "
-                  "bound > 0; not reproduced if that CI's upper bound is < +0.02 (any gain smaller than 2 AP "
-                  "points); otherwise (or if a run answers nothing correctly) inconclusive.",
-        paper_value="R-Tuning's AP above vanilla's on ParaRel ID for OpenLLaMA-3B, LLaMA-7B and LLaMA-13B "
-                    "(paper Sec. 4, single-task results)",
-    ),
-    "ap_ood": dict(
-        statement="The refusal skill transfers: R-Tuning's AP is also higher than vanilla's on questions of "
-                  "relation families never seen in tuning (out-of-domain; SmolLM2-135M arm).",
-        criterion="As ap_id, on the OOD test (held-out relation families).",
-        paper_value="R-Tuning's AP above vanilla's on ParaRel OOD (held-out domains) for all three models "
-                    "(paper Sec. 4); refusal is a 'meta-skill' that generalises (Sec. 5)",
-    ),
-    "answered_accuracy": dict(
-        statement="R-Tuning answers the questions it is willing to answer (p(sure) > 0.5) more accurately "
-                  "than vanilla tuning answers all questions (SmolLM2-135M arm).",
-        criterion="Per seed and split, d = accuracy of R-Tuning on its answered questions - accuracy of "
-                  "vanilla on all questions. Reproduced if on both ID and OOD mean d > 0 with a one-sided "
-                  "paired t test over seeds p < 0.05; not reproduced if on either split mean d < 0 with "
-                  "p < 0.05 (one-sided, less); inconclusive otherwise, or if R-Tuning answers fewer than 5 "
-                  "questions of a split in any seed.",
-        paper_value="accuracy on willingly answered questions above vanilla's accuracy on all questions "
-                    "(paper Sec. 4, ParaRel and the other single-task data sets)",
-    ),
-    "synthetic_ap_id": dict(
-        statement="Mechanism, fully controlled: a tiny GPT pretrained on a synthetic knowledge base of which "
-                  "only a subset of facts appears, then R-Tuned, ranks its in-domain answers better (higher "
-                  "AP) than the same model vanilla-tuned.",
-        criterion="As ap_id, in the synthetic arm (every seed a new world, pretraining and tuning; the "
-                  "bootstrap resamples each seed's test questions).",
-        paper_value="(our controlled analogue of the paper's ID result; no paper number)",
-    ),
-    "synthetic_ap_ood": dict(
-        statement="In the controlled arm, the AP gain also holds for relations that were pretrained but never "
-                  "seen in tuning.",
-        criterion="As synthetic_ap_id, on the held-out relations.",
-        paper_value="(our controlled analogue of the paper's OOD result; no paper number)",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
 
 
 # --- metrics ---------------------------------------------------------------------------------------------
@@ -94,19 +43,25 @@ def average_precision_fast(correct: np.ndarray, score: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def _score(g: pd.DataFrame, method: str) -> np.ndarray:
+def _score(g: pd.DataFrame, method: str, rt_score: str = "combined") -> np.ndarray:
+    """The method's ranking score; with ``rt_score="confidence"`` R-Tuning is ranked by its answer
+    confidence alone (the control: the certainty removed)."""
+    if method == "r_tuning" and rt_score == "confidence":
+        return g["confidence"].to_numpy(float)
+    if rt_score not in ("combined", "confidence"):
+        raise ValueError(f"rt_score must be 'combined' or 'confidence', got {rt_score!r}")
     return ranking_score(method, g["confidence"].to_numpy(float),
                          g["p_sure"].to_numpy(float) if method == "r_tuning" else None)
 
 
-def per_seed_metrics(df: pd.DataFrame) -> pd.DataFrame:
+def per_seed_metrics(df: pd.DataFrame, rt_score: str = "combined") -> pd.DataFrame:
     """One row per (seed, split, method): AP (by the method's ranking score), accuracy, refusal rate
     (p(sure) <= 0.5), accuracy on the answered questions and how many were answered (R-Tuning only)."""
     rows = []
     for (seed, split, method), g in df.groupby(["seed", "split", "method"], sort=True):
         correct = g["correct"].to_numpy(bool)
         row = {"seed": seed, "split": split, "method": method, "n": len(g),
-               "ap": average_precision_fast(correct, _score(g, method)), "accuracy": float(correct.mean()),
+               "ap": average_precision_fast(correct, _score(g, method, rt_score)), "accuracy": float(correct.mean()),
                "refusal_rate": np.nan, "answered_accuracy": np.nan, "answered": np.nan}
         if method == "r_tuning":
             answered = g["p_sure"].to_numpy(float) > 0.5
@@ -116,9 +71,9 @@ def per_seed_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ap_by_seed(df: pd.DataFrame, split: str) -> pd.DataFrame:
+def ap_by_seed(df: pd.DataFrame, split: str, rt_score: str = "combined") -> pd.DataFrame:
     """Per seed (index) the AP of each method (columns ``vanilla``, ``r_tuning``) on ``split``."""
-    m = per_seed_metrics(df[df["split"] == split])
+    m = per_seed_metrics(df[df["split"] == split], rt_score)
     wide = m.pivot(index="seed", columns="method", values="ap").sort_index()
     missing = {"vanilla", "r_tuning"} - set(wide.columns)
     if missing:
@@ -127,7 +82,7 @@ def ap_by_seed(df: pd.DataFrame, split: str) -> pd.DataFrame:
 
 
 def bootstrap_delta_ap(df: pd.DataFrame, split: str, shared_questions: bool, n_boot: int = N_BOOT,
-                       seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+                       seed: int = 0, level: float = 0.95, rt_score: str = "combined") -> tuple[float, float, float]:
     """Seed-mean dAP with a percentile bootstrap CI over test questions. With ``shared_questions`` (the
     same questions in every seed) one resample of question ids is applied to all seeds; otherwise each
     seed's questions are resampled on their own. Resamples without a correct answer in some run are
@@ -137,7 +92,7 @@ def bootstrap_delta_ap(df: pd.DataFrame, split: str, shared_questions: bool, n_b
     runs = {}
     for (s, method), g in d.groupby(["seed", "method"], sort=True):
         g = g.sort_values("qid")
-        runs[(s, method)] = (g["qid"].to_numpy(), g["correct"].to_numpy(bool), _score(g, method))
+        runs[(s, method)] = (g["qid"].to_numpy(), g["correct"].to_numpy(bool), _score(g, method, rt_score))
     seeds = sorted({s for s, _ in runs})
     qids = {s: runs[(s, "vanilla")][0] for s in seeds}
     for s in seeds:
@@ -183,72 +138,114 @@ def auroc(labels: np.ndarray, score: np.ndarray) -> float:
     return float(roc_auc_score(y, np.asarray(score, dtype=float)))
 
 
-# --- verdict rules ---------------------------------------------------------------------------------------
+# --- measurements -----------------------------------------------------------------------------------------
 
-def decide_ap(claim: Claim, df: pd.DataFrame, split: str, shared_questions: bool, n_boot: int = N_BOOT) -> Claim:
-    """dAP > 0: paired t over seeds and a bootstrap over questions must both exclude 0 (see CLAIMS)."""
-    aps = ap_by_seed(df, split)
+def delta_ap_measurement(df: pd.DataFrame, split: str, shared_questions: bool, n_boot: int = N_BOOT,
+                         rt_score: str = "combined") -> tuple[Measurement, str]:
+    """Seed-mean dAP = AP(R-Tuning) - AP(vanilla) on ``split`` with a conservative interval: the union of
+    the Student t interval over seeds and the 95% percentile bootstrap over test questions of the seed
+    mean (the first ignores question sampling, the second seed variation). No interval if a run answered
+    nothing right (AP undefined) or with fewer than 2 seeds."""
+    aps = ap_by_seed(df, split, rt_score)
     delta = aps["r_tuning"] - aps["vanilla"]
+    unit = "AP(R-Tuning) - AP(vanilla)"
     if delta.isna().any() or len(delta) < 2:
-        m = Measurement(float(delta.mean()) if delta.notna().any() else None, None, None, max(1, len(delta)),
-                        "mean over seeds", unit="AP difference")
         why = "a run answered no test question correctly (AP undefined)" if delta.isna().any() else "< 2 seeds"
-        return claim.decide(m, "inconclusive", why)
-    greater = paired_t_test(aps["r_tuning"].to_numpy(), aps["vanilla"].to_numpy(), "greater")
-    point, lo, hi = bootstrap_delta_ap(df, split, shared_questions, n_boot)
-    m = Measurement(float(delta.mean()), greater.ci_low, greater.ci_high, len(delta),
-                    f"mean over {len(delta)} seeds, Student t interval", unit="AP(R-Tuning) - AP(vanilla)")
-    if point > 0 and greater.pvalue < ALPHA and lo > 0:
-        verdict = "reproduced"
-    elif np.isfinite(hi) and hi < MIN_EFFECT:
-        verdict = "not_reproduced"
-    else:
-        verdict = "inconclusive"
-    detail = (f"{split.upper()}: per-seed dAP {', '.join(f'{v:+.4f}' for v in delta)}; one-sided paired t "
-              f"p = {greater.pvalue:.3g}; question bootstrap 95% CI [{lo:+.4f}, {hi:+.4f}] "
-              f"(smallest effect of interest +{MIN_EFFECT})")
-    return claim.decide(m, verdict, detail)
+        value = float(delta.mean()) if delta.notna().any() else None
+        return Measurement(value, None, None, max(1, len(delta)), f"no interval: {why}", unit=unit), why
+    t = seed_measurement(delta.tolist(), unit=unit)
+    point, lo, hi = bootstrap_delta_ap(df, split, shared_questions, n_boot, rt_score=rt_score)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return Measurement(float(delta.mean()), None, None, len(delta), "bootstrap failed", unit=unit), "bootstrap failed"
+    m = Measurement(float(delta.mean()), min(t.ci_low, lo), max(t.ci_high, hi), len(delta),
+                    f"mean over {len(delta)} seeds; union of the Student t interval over seeds and a "
+                    f"{n_boot}-resample question bootstrap of the seed mean", unit=unit)
+    detail = (f"{split.upper()}: per-seed dAP {', '.join(f'{v:+.4f}' for v in delta)}; t interval "
+              f"[{t.ci_low:+.4f}, {t.ci_high:+.4f}], question bootstrap [{lo:+.4f}, {hi:+.4f}]")
+    return m, detail
 
 
-def decide_answered_accuracy(claim: Claim, df: pd.DataFrame, splits: tuple[str, ...] = ("id", "ood")) -> Claim:
-    """Accuracy of R-Tuning on its answered questions vs vanilla's accuracy on all, both splits (CLAIMS)."""
+def train_aurocs(fit: pd.DataFrame) -> dict:
+    """Per seed, AUROC of the R-Tuning model's p(sure) for the certain label on its own training questions
+    (gold answers). ``fit``: one row per (seed, training question) with ``certain`` and ``p_sure``."""
+    return {s: auroc(g["certain"].astype(bool), g["p_sure"]) for s, g in fit.groupby("seed", sort=True)}
+
+
+def train_fit_gate(aurocs: dict) -> Gate:
+    """Did each R-Tuning model fit its certainty labels? The gate needs the training AUROC (per seed, see
+    :func:`train_aurocs`) >= MIN_TRAIN_AUROC in every seed; an undefined AUROC (one class only) fails."""
+    vals = np.array(list(aurocs.values()), dtype=float)
+    ok = bool(len(vals) > 0 and np.all(np.isfinite(vals)) and np.all(vals >= MIN_TRAIN_AUROC))
+    low = float(np.nanmin(vals)) if np.isfinite(vals).any() else float("nan")
+    return Gate(passed=ok, value=low, detail=(f"AUROC of p(sure) for the certain labels on the training questions "
+                                             f"by seed: {', '.join(f'{v:.3f}' for v in vals)} (needs >= "
+                                             f"{MIN_TRAIN_AUROC} in every seed)"))
+
+
+def measure_ap(df: pd.DataFrame, gate: Gate, split: str, shared_questions: bool, n_boot: int = N_BOOT):
+    m, detail = delta_ap_measurement(df, split, shared_questions, n_boot, "combined")
+    c, c_detail = delta_ap_measurement(df, split, shared_questions, n_boot, "confidence")
+    return (m, gate,
+            Control(c, "R-Tuning ranked by its answer confidence alone (certainty removed) vs vanilla"),
+            f"{detail}; control (confidence only): {c_detail}")
+
+
+def measure_answered_accuracy(df: pd.DataFrame, fit_gate: Gate, splits: tuple[str, ...] = ("id", "ood")):
+    """Per split, d = accuracy of R-Tuning on its answered questions (p(sure) > 0.5) - vanilla's accuracy on
+    all, t interval over seeds; both splits must hold (interval [lowest lower, lowest upper] bound). Control:
+    R-Tuning's accuracy on all its answers - vanilla's (no selection by certainty). Gate: the training
+    fit gate and >= MIN_ANSWERED answered questions of each split in every seed."""
     m_all = per_seed_metrics(df)
-    parts, outcomes, worst = [], [], None
-    too_few = False
+    per, per_c, parts, answered_ok = {}, {}, [], True
     for split in splits:
         m = m_all[m_all["split"] == split]
         r = m[m["method"] == "r_tuning"].set_index("seed").sort_index()
         v = m[m["method"] == "vanilla"].set_index("seed").sort_index()
-        if len(r) < 2:
-            too_few = True
-            parts.append(f"{split.upper()}: fewer than 2 seeds")
-            continue
         if (r["answered"] < MIN_ANSWERED).any():
-            too_few = True
-            parts.append(f"{split.upper()}: R-Tuning answered {r['answered'].astype(int).tolist()} questions "
-                         f"per seed (needs >= {MIN_ANSWERED} in every seed)")
-            continue
-        d = r["answered_accuracy"] - v["accuracy"]
-        greater = paired_t_test(r["answered_accuracy"].to_numpy(), v["accuracy"].to_numpy(), "greater")
-        less = paired_t_test(r["answered_accuracy"].to_numpy(), v["accuracy"].to_numpy(), "less")
-        outcomes.append("greater" if greater.pvalue < ALPHA else ("less" if less.pvalue < ALPHA else "none"))
-        meas = Measurement(float(d.mean()), greater.ci_low, greater.ci_high, len(d),
-                           f"{split.upper()}: mean over {len(d)} seeds, Student t interval",
-                           unit="answered accuracy (R-Tuning) - accuracy (vanilla)")
-        if worst is None or meas.value < worst.value:
-            worst = meas
-        parts.append(f"{split.upper()}: R-Tuning answered-accuracy {r['answered_accuracy'].mean():.3f} "
-                     f"(answered {r['answered'].mean():.1f} of {r['n'].iloc[0]}) vs vanilla accuracy "
-                     f"{v['accuracy'].mean():.3f}; d = {d.mean():+.3f}, p(greater) = {greater.pvalue:.3g}")
-    if worst is None:
-        worst = Measurement(None, None, None, 1, "not measured", unit="accuracy difference")
-    if "less" in outcomes:
-        verdict = "not_reproduced"
-    elif not too_few and outcomes and all(o == "greater" for o in outcomes):
-        verdict = "reproduced"
-    else:
-        verdict = "inconclusive"
-    return claim.decide(worst, verdict, "; ".join(parts))
+            answered_ok = False
+        per[split] = seed_measurement((r["answered_accuracy"] - v["accuracy"]).tolist(), unit="accuracy difference")
+        per_c[split] = seed_measurement((r["accuracy"] - v["accuracy"]).tolist(), unit="accuracy difference")
+        parts.append(f"{split.upper()}: R-Tuning answered {r['answered'].astype(int).tolist()} of {int(r['n'].iloc[0])} "
+                     f"per seed, answered-accuracy {r['answered_accuracy'].mean():.3f}, all-answer accuracy "
+                     f"{r['accuracy'].mean():.3f}; vanilla accuracy {v['accuracy'].mean():.3f}")
+    gate = Gate(passed=fit_gate.passed and answered_ok, value=fit_gate.value,
+                detail=fit_gate.detail + f"; R-Tuning answered >= {MIN_ANSWERED} questions of every split in every "
+                                     f"seed: {answered_ok}")
+    return _worst(per), gate, Control(_worst(per_c), "R-Tuning's accuracy on all its answers (no refusal) - "
+                                                     "vanilla's"), "; ".join(parts)
+
+
+def _worst(per: dict) -> Measurement:
+    """"Holds on every split": value = smallest mean, interval [lowest lower bound, lowest upper bound];
+    no interval if a split has none."""
+    ms = list(per.values())
+    unit = ms[0].unit
+    value = min((m.value for m in ms if m.value is not None and np.isfinite(m.value)), default=None)
+    if any(m.ci_low is None or m.ci_high is None or not np.isfinite(m.ci_low) for m in ms):
+        return Measurement(value, None, None, min(m.n for m in ms), "a split has no interval", unit=unit)
+    return Measurement(value, min(m.ci_low for m in ms), min(m.ci_high for m in ms), min(m.n for m in ms),
+                       f"smallest per-split t interval over seeds ({', '.join(per)})", unit=unit)
+
+
+def evaluate_all(claims: dict[str, Claim], lm_q: pd.DataFrame, lm_aurocs: dict, syn_q: pd.DataFrame,
+                 syn_aurocs: dict, n_boot: int = N_BOOT) -> dict[str, Claim]:
+    """Measure and evaluate every registered claim; ``*_aurocs``: per seed, the training AUROC of p(sure)
+    for the certain labels (the gates)."""
+    lm_gate, syn_gate = train_fit_gate(lm_aurocs), train_fit_gate(syn_aurocs)
+    measures = {
+        "ap_id_v2": lambda: measure_ap(lm_q, lm_gate, "id", True, n_boot),
+        "ap_ood_v2": lambda: measure_ap(lm_q, lm_gate, "ood", True, n_boot),
+        "answered_accuracy_v2": lambda: measure_answered_accuracy(lm_q, lm_gate),
+        "synthetic_ap_id_v2": lambda: measure_ap(syn_q, syn_gate, "id", False, n_boot),
+        "synthetic_ap_ood_v2": lambda: measure_ap(syn_q, syn_gate, "ood", False, n_boot),
+    }
+    missing = set(claims) - set(measures)
+    if missing:
+        raise ValueError(f"no measurement for registered claim(s) {sorted(missing)}")
+    for cid, claim in claims.items():
+        m, gate, control, detail = measures[cid]()
+        claim.evaluate(m, gate=gate, control=control, detail=detail)
+    return claims
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -183,11 +183,32 @@ class CachedBatch:
     ids: torch.Tensor  # (B, T) token ids
     mask: torch.Tensor  # (B, T) 1 for real tokens
     targets: torch.Tensor  # (B, T) 1 for the tokens the loss predicts (the response)
+    weights: torch.Tensor | None = None  # (B, T) loss weight of predicting each token (None: token mean)
+
+
+def example_weights(n_tokens: int, answer_start: int, answer_end: int, certainty_pos: int | None = None) -> list[float]:
+    """Per-token loss weights of one example: the answer tokens ``[answer_start, answer_end)`` share weight 1
+    (their mean cross-entropy), the certainty token (``sure``/``unsure``, R-Tuning only) has weight 1, every
+    other token 0. So every example's answer and its certainty label count fully, whatever the length of the
+    fixed certainty question between them (a token mean over the whole response would give the single
+    certainty token ~1/20 of an example's weight)."""
+    if not 0 < answer_start < answer_end <= n_tokens:
+        raise ValueError(f"answer span [{answer_start}, {answer_end}) outside a sequence of {n_tokens} tokens")
+    w = [0.0] * n_tokens
+    for t in range(answer_start, answer_end):
+        w[t] = 1.0 / (answer_end - answer_start)
+    if certainty_pos is not None:
+        if not answer_end <= certainty_pos < n_tokens:
+            raise ValueError(f"certainty token {certainty_pos} not after the answer in {n_tokens} tokens")
+        w[certainty_pos] = 1.0
+    return w
 
 
 def collate(hidden: Sequence[torch.Tensor], ids: Sequence[Sequence[int]], response_start: Sequence[int],
-            device: str) -> CachedBatch:
-    """Right-pad a batch; ``response_start[i]`` is the index of example i's first response token."""
+            device: str, weights: Sequence[Sequence[float]] | None = None) -> CachedBatch:
+    """Right-pad a batch; ``response_start[i]`` is the index of example i's first response token. With
+    ``weights`` (per example, per token; see :func:`example_weights`) the loss predicts the tokens of
+    positive weight, weighted; without, every response token with equal weight."""
     width = max(h.shape[0] for h in hidden)
     d = hidden[0].shape[1]
     H = torch.zeros(len(hidden), width, d)
@@ -201,12 +222,20 @@ def collate(hidden: Sequence[torch.Tensor], ids: Sequence[Sequence[int]], respon
         I[r, :len(s)] = torch.tensor(list(s))
         M[r, :len(s)] = 1
         R[r, start:len(s)] = 1
-    return CachedBatch(H.to(device), I.to(device), M.to(device), R.to(device))
+    if weights is None:
+        return CachedBatch(H.to(device), I.to(device), M.to(device), R.to(device))
+    W = torch.zeros(len(hidden), width)
+    for r, w in enumerate(weights):
+        if len(w) != len(ids[r]):
+            raise ValueError(f"example {r}: {len(w)} weights for {len(ids[r])} tokens")
+        W[r, :len(w)] = torch.tensor(list(w), dtype=torch.float32)
+    return CachedBatch(H.to(device), I.to(device), M.to(device), (W > 0).long().to(device), W.to(device))
 
 
 def response_loss(top, batch: CachedBatch) -> torch.Tensor:
-    """Mean next-token cross-entropy over the response tokens (everything after ``Answer:``: the answer
-    and, for R-Tuning, the certainty question and ``I am sure/unsure.``). The vocabulary projection is
+    """Next-token cross-entropy over the response tokens: with ``batch.weights``, per example the weighted
+    sum (answer mean + certainty token, :func:`example_weights`), averaged over the batch; without, the
+    mean over every response token (everything after ``Answer:``). The vocabulary projection is
     applied only where a response token is predicted (it costs as much as 8 of SmolLM2's blocks per
     position)."""
     pos = torch.arange(batch.ids.shape[1], device=batch.ids.device).expand_as(batch.ids)
@@ -214,7 +243,10 @@ def response_loss(top, batch: CachedBatch) -> torch.Tensor:
                    use_cache=False).last_hidden_state  # (B, T, d)
     sel = batch.targets[:, 1:].bool()  # token t+1 is a target -> use the state at t
     logits = top.lm_head(hs[:, :-1][sel])  # (N, V)
-    return F.cross_entropy(logits.float(), batch.ids[:, 1:][sel])
+    if batch.weights is None:
+        return F.cross_entropy(logits.float(), batch.ids[:, 1:][sel])
+    ce = F.cross_entropy(logits.float(), batch.ids[:, 1:][sel], reduction="none")
+    return (ce * batch.weights[:, 1:][sel]).sum() / batch.ids.shape[0]  # per-example sum, batch mean
 
 
 @dataclass
@@ -230,7 +262,7 @@ class LoraSpec:
 
 def train_top_lora(model, hidden: Sequence[torch.Tensor], ids: Sequence[Sequence[int]],
                    response_start: Sequence[int], spec: LoraSpec, seed: int, device: str, desc: str,
-                   progress: bool) -> TrainHistory:
+                   progress: bool, weights: Sequence[Sequence[float]] | None = None) -> TrainHistory:
     """LoRA on the top ``spec.n_top`` blocks of ``model`` (modified in place: the adapters are merged into
     its weights at the end), ``spec.epochs`` passes over the examples in an order drawn from ``seed``."""
     torch.manual_seed(seed)  # LoRA's A matrices
@@ -243,7 +275,8 @@ def train_top_lora(model, hidden: Sequence[torch.Tensor], ids: Sequence[Sequence
 
     def batch_fn(step: int) -> CachedBatch:
         idx = order[step * spec.batch_size:(step + 1) * spec.batch_size]
-        return collate([hidden[i] for i in idx], [ids[i] for i in idx], [response_start[i] for i in idx], device)
+        return collate([hidden[i] for i in idx], [ids[i] for i in idx], [response_start[i] for i in idx], device,
+                       None if weights is None else [weights[i] for i in idx])
 
     cfg = TrainConfig(steps=steps, lr=spec.lr, warmup_steps=min(spec.warmup_steps, steps - 1), weight_decay=0.0,
                       betas=(0.9, 0.999), log_every=1, desc=desc, progress=progress)
@@ -261,6 +294,7 @@ class LmArmResult:
     curves: "object"  # pandas DataFrame: seed, method, step, loss
     train_probe: "object"  # pandas DataFrame: the knowledge split of the training questions
     info: dict
+    train_fit: "object" = None  # pandas DataFrame: seed, qid, certain, p_sure of each R-Tuning model on its training questions
 
 
 def _restore(layers: nn.ModuleList, snapshot: dict[str, torch.Tensor]) -> None:
@@ -339,16 +373,32 @@ def run_lm_arm(split, seeds: Sequence[int], spec: LoraSpec, probe_max_new_tokens
             va_hidden[i] = h
     log(f"cached the inputs of block {first} for {len(train)} examples ({len(missing)} vanilla re-encoded)")
 
+    # 4. loss weights: per example the mean over the answer tokens (" a.") + the certainty token
+    sure_id, unsure_id = _encode(tok, [SURE])[0], _encode(tok, [UNSURE])[0]
+    va_w, rt_w = [], []
+    for i, (st, r, v) in enumerate(zip(starts, rt_ids, va_ids)):
+        va_w.append(example_weights(len(v), st, len(v)))
+        cpos = len(r) - 2  # "... I am sure." -> " sure" is the second-to-last token
+        if [r[cpos]] not in (sure_id, unsure_id):
+            raise ValueError(f"training example {i}: no certainty token before the final period")
+        rt_w.append(example_weights(len(r), st, min(len(v), cpos), cpos))  # as many answer tokens as vanilla's
+    train_prompts = [qa_prompt(f.question) for f in train]
+    gold_ids = _encode(tok, [" " + f.answer for f in train])
+
     tuned = model.model.layers[first:]
     snapshot = {k: v.detach().clone() for k, v in tuned.state_dict().items()}
-    rows, curves = [], []
-    data = {"vanilla": (va_hidden, va_ids), "r_tuning": (rt_hidden, rt_ids)}
+    rows, curves, fits = [], [], []
+    data = {"vanilla": (va_hidden, va_ids, va_w), "r_tuning": (rt_hidden, rt_ids, rt_w)}
     for seed in seeds:
         for method in ("vanilla", "r_tuning"):
             _restore(tuned, snapshot)
-            hidden, ids = data[method]
-            hist = train_top_lora(model, hidden, ids, starts, spec, seed, device, f"{method} s{seed}", progress)
+            hidden, ids, w = data[method]
+            hist = train_top_lora(model, hidden, ids, starts, spec, seed, device, f"{method} s{seed}", progress, w)
             curves += [{"seed": seed, "method": method, "step": r["step"], "loss": r["loss"]} for r in hist.records]
+            if method == "r_tuning":  # did it fit its certainty labels? p(sure) on the training questions
+                _, p_train = score_answers(model, tok, train_prompts, gold_ids, True, gen_batch_size, device)
+                fits.append({"seed": seed, "method": method, "train_p_sure": p_train.tolist(),
+                             "certain": certain.tolist()})
             for name, facts in tests.items():
                 prompts = [qa_prompt(f.question) for f in facts]
                 ans_ids, ans = generate_answers(model, tok, prompts, answer_max_new_tokens, gen_batch_size, device)
@@ -364,4 +414,6 @@ def run_lm_arm(split, seeds: Sequence[int], spec: LoraSpec, probe_max_new_tokens
     _restore(tuned, snapshot)
     info = {"certain_fraction": float(certain.mean()), "n_train": len(train),
             "n_test_id": len(split.test_id), "n_test_ood": len(split.test_ood)}
-    return LmArmResult(pd.concat(rows, ignore_index=True), pd.DataFrame(curves), train_probe, info)
+    fit = pd.DataFrame([{"seed": f["seed"], "qid": i, "certain": c, "p_sure": p}
+                        for f in fits for i, (c, p) in enumerate(zip(f["certain"], f["train_p_sure"]))])
+    return LmArmResult(pd.concat(rows, ignore_index=True), pd.DataFrame(curves), train_probe, info, fit)

@@ -15,8 +15,10 @@
 # Two arms test it: **SmolLM2-135M-Instruct** (LoRA) on factual questions from the EREN/CounterFact file
 # (ID = held-out subjects of the tuned relation families, OOD = held-out families), and a **controlled
 # synthetic arm**: a tiny GPT pretrained on a knowledge base of which only a known subset of facts
-# appears, then tuned the same two ways. The claims and criteria are fixed in `analysis.CLAIMS` and the
-# README, before any result.
+# appears, then tuned the same two ways. The tuning loss weighs every example equally: the mean
+# cross-entropy of its answer tokens plus that of its certainty token. The claims, gates (did R-Tuning fit
+# its own certainty labels?) and controls (R-Tuning ranked by answer confidence alone) are registered in
+# `claims.yaml`, committed before the run; the verdicts come from `shared.claims`.
 
 # %% tags=["parameters"]
 profile: str = "small"  # parameter profile (set by the runner)
@@ -64,12 +66,12 @@ import pandas as pd
 import seaborn as sns
 
 from papers.r_tuning import TITLE, URL
-from papers.r_tuning.analysis import (auroc, decide_ap, decide_answered_accuracy, make_claims, per_seed_metrics,
-                                      summary_table)
+from papers.r_tuning.analysis import auroc, evaluate_all, per_seed_metrics, summary_table, train_aurocs
 from papers.r_tuning.facts import families_by_size, load_records, make_split, split_families
 from papers.r_tuning.lm_arm import LoraSpec, run_lm_arm
 from papers.r_tuning.refusal import r_tuning_text, ranking_score
 from papers.r_tuning.synthetic import TinySpec, WorldSpec, run_arm
+from shared.claims import load_claims
 from shared.data import require
 from shared.device import pick_device
 from shared.metrics import write_metrics
@@ -175,17 +177,27 @@ diagnostics = pd.DataFrame(diag)
 diagnostics
 
 # %% [markdown]
+# ## Did R-Tuning fit its certainty labels? (the gate)
+# AUROC of each R-Tuning model's p(sure) for the *certain* label on its own training questions (the gold
+# answer after the question, then the certainty question), per seed and arm; and the mean p(sure) of the
+# certain and uncertain training questions (SmolLM2 arm).
+
+# %%
+lm_aurocs = train_aurocs(lm.train_fit)
+syn_aurocs = dict(zip(syn_info["seed"], syn_info["train_auroc_p_sure"]))
+train_fit = pd.DataFrame([{"arm": "SmolLM2", "seed": s, "train_auroc_p_sure": v} for s, v in lm_aurocs.items()]
+                         + [{"arm": "synthetic", "seed": s, "train_auroc_p_sure": v} for s, v in syn_aurocs.items()])
+print(lm.train_fit.groupby(["seed", "certain"])["p_sure"].mean().unstack())
+train_fit
+
+# %% [markdown]
 # ## Verdicts
 
 # %%
-claims = {c.id: c for c in make_claims()}
-decide_ap(claims["ap_id"], lm_q, "id", shared_questions=True, n_boot=n_boot)
-decide_ap(claims["ap_ood"], lm_q, "ood", shared_questions=True, n_boot=n_boot)
-decide_answered_accuracy(claims["answered_accuracy"], lm_q)
-decide_ap(claims["synthetic_ap_id"], syn_q, "id", shared_questions=False, n_boot=n_boot)
-decide_ap(claims["synthetic_ap_ood"], syn_q, "ood", shared_questions=False, n_boot=n_boot)
+claims = evaluate_all(load_claims("r_tuning"), lm_q, lm_aurocs, syn_q, syn_aurocs, n_boot)
 verdicts = pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
-                          "ci_high": c.measured.ci_high, "verdict": c.verdict, "detail": c.detail}
+                          "ci_high": c.measured.ci_high, "gate": c.gate.passed,
+                          "control": c.control.measured.value, "verdict": c.verdict, "reason": c.reason}
                          for c in claims.values()])
 verdicts
 
@@ -236,6 +248,7 @@ loss_curves.to_csv(out / "lm_loss_curves.csv", index=False, float_format="%.6g")
 lm_q.drop(columns=["arm"]).to_csv(out / "lm_answers.csv", index=False, float_format="%.6g")
 lm.train_probe.to_csv(out / "knowledge_split.csv", index=False)
 diagnostics.to_csv(out / "certainty_diagnostics.csv", index=False, float_format="%.6g")
+train_fit.to_csv(out / "train_fit.csv", index=False, float_format="%.6g")
 
 headline = {}
 for r in summary.itertuples():
@@ -252,7 +265,12 @@ for r in diagnostics.itertuples():
         headline[f"{key}_untuned_accuracy"] = r.untuned_accuracy
 headline["lm_train_certain_fraction"] = lm.info["certain_fraction"]
 headline["syn_train_certain_fraction"] = float(syn_info["certain_fraction"].mean())
+for arm, g in train_fit.groupby("arm"):
+    headline[f"{'lm' if arm == 'SmolLM2' else 'syn'}_min_train_auroc_p_sure"] = float(g["train_auroc_p_sure"].min())
+for (arm, sp), g in pd.concat([per_seed_metrics(lm_q, "confidence").assign(arm="lm"),
+                               per_seed_metrics(syn_q, "confidence").assign(arm="syn")]).groupby(["arm", "split"]):
+    headline[f"{arm}_{sp}_r_tuning_ap_confidence_only"] = float(g[g["method"] == "r_tuning"]["ap"].mean())
 write_metrics(out, slug="r_tuning", title=TITLE, url=URL, profile=profile, device=device, seeds=seeds,
               claims=list(claims.values()), headline=headline, params=snapshot(globals(), "r_tuning"))
 for c in claims.values():
-    print(f"{c.id}: {c.verdict} ({c.detail})")
+    print(f"{c.id}: {c.verdict} ({c.reason}; {c.detail})")

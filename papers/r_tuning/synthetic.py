@@ -110,6 +110,22 @@ def response_loss(model, tokens: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), tokens[:, RESPONSE_START:].reshape(-1))
 
 
+def weighted_response_loss(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Per example: the mean cross-entropy of the answer tokens (``o .``) plus, for R-Tuning examples (8
+    tokens), the cross-entropy of the certainty token (``sure``/``unsure``); the fixed ``CHECK`` token is
+    not a target. Averaged over the batch. (A token mean over ``o . CHECK sure`` would give the certainty
+    label a quarter of an example's weight.)"""
+    logits = model(input_ids=tokens).logits[:, RESPONSE_START - 1:-1].float()
+    ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, RESPONSE_START:].reshape(-1),
+                         reduction="none").view(tokens.shape[0], -1)  # (B, response length)
+    loss = ce[:, :2].mean(dim=1)  # answer object and '.'
+    if tokens.shape[1] == 8:
+        loss = loss + ce[:, 3]  # the certainty token (position 7)
+    elif tokens.shape[1] != 6:
+        raise ValueError(f"expected 6 (vanilla) or 8 (R-Tuning) tokens per example, got {tokens.shape[1]}")
+    return loss.mean()
+
+
 def full_loss(model, tokens: torch.Tensor) -> torch.Tensor:
     """Next-token cross-entropy over the whole sequence (pretraining)."""
     logits = model(input_ids=tokens).logits[:, :-1]
@@ -201,7 +217,7 @@ def tune(pretrained, world: World, method: str, certain: np.ndarray, tiny: TinyS
 
     cfg = TrainConfig(steps=steps, lr=tiny.tune_lr, warmup_steps=0, schedule="constant", weight_decay=0.0,
                       log_every=max(1, steps // 10), desc=f"{method} s{seed}", progress=progress)
-    train(model, cfg, batch_fn, response_loss, device)
+    train(model, cfg, batch_fn, weighted_response_loss, device)
     return model.eval()
 
 
@@ -240,9 +256,14 @@ def run_seed(spec: WorldSpec, tiny: TinySpec, seed: int, device: str, progress: 
     certain = k_tr == world.obj[s_tr, r_tr]
     splits = {name: test_facts(world, name) for name in ("id", "ood")}
     base_correct = {name: answer(base, spec, s, r, device)[0] == world.obj[s, r] for name, (s, r) in splits.items()}
-    rows = []
+    rows, train_auroc = [], float("nan")
     for method in ("vanilla", "r_tuning"):
         model = tune(base, world, method, certain, tiny, seed, device, progress)
+        if method == "r_tuning" and 0 < certain.sum() < len(certain):  # did it fit its certainty labels?
+            from sklearn.metrics import roc_auc_score
+
+            p_train = certainty(model, spec, s_tr, r_tr, world.obj[s_tr, r_tr], device)
+            train_auroc = float(roc_auc_score(certain, p_train))
         for name, (s, r) in splits.items():
             k, conf = answer(model, spec, s, r, device)
             p_sure = certainty(model, spec, s, r, k, device) if method == "r_tuning" else np.full(len(s), np.nan)
@@ -252,7 +273,7 @@ def run_seed(spec: WorldSpec, tiny: TinySpec, seed: int, device: str, progress: 
                 "pretrained_correct": base_correct[name]}))
     info = {"seed": seed, "certain_fraction": float(certain.mean()),
             "known_recall": float((certain & world.known[s_tr, r_tr]).sum() / max(1, world.known[s_tr, r_tr].sum())),
-            "pretrain_final_loss": float(history.last("loss"))}
+            "pretrain_final_loss": float(history.last("loss")), "train_auroc_p_sure": train_auroc}
     return pd.concat(rows, ignore_index=True), info
 
 
