@@ -7,20 +7,27 @@ import pandas as pd
 import pytest
 import torch
 
-from papers.context_knob.analysis import (checkpoint_correlations, decide_ccs_finetuning, decide_correlation,
-                                          decide_smollm2_transfer, decide_steering, steering_difference)
-from papers.context_knob.experiment import das_data, make_claims, split_indices
+from papers.context_knob.analysis import (evaluate_all, measure_ccs_finetuning, measure_das, measure_separation,
+                                          measure_smollm2_transfer, measure_steering, pretrain_gate, spearman,
+                                          steering_difference, within_step_correlation)
+from papers.context_knob.experiment import das_data, split_indices
 from papers.context_knob.knob import (LastTokenRunner, control_values, interchange_accuracy, last_token_hook,
                                       last_token_logits, mean_difference_direction, random_direction, separation,
                                       set_coordinate, steered_pair_correct, steering_values, train_das)
 from papers.context_knob.task import (CONTEXT, NONE, PRETRAIN_MIXTURE, PRIOR, Items, PromptSet, TinyWorld,
                                       capital_user_message, das_source_index, encode_capitals, pad_left,
                                       pair_accuracy, sample_counterfactuals, sample_pretrain, same_first_token)
+from shared.claims import load_claims
 from shared.lm import tiny_llama
 
 
 def claims():
-    return {c.id: c for c in make_claims()}
+    return load_claims("context_knob")
+
+
+def judge(cid, measured):
+    m, gate, control, detail = measured
+    return claims()[cid].evaluate(m, gate=gate, control=control, detail=detail)
 
 
 # --- CCS data ------------------------------------------------------------------------------------------------
@@ -273,59 +280,121 @@ def test_das_data_filters_to_items_right_under_both_intents(tiny):
 
 # --- verdict rules on synthetic tables ------------------------------------------------------------------------
 
-def _steering(knob, random, model="fine-tuned", arm="tiny"):
+def _steering(knob, random, random_b=None, model="fine-tuned", arm="tiny"):
     rows = []
     for s, (k, r) in enumerate(zip(knob, random)):
         rows += [{"arm": arm, "model": model, "direction": "knob", "seed": s, "pair_accuracy": k},
                  {"arm": arm, "model": model, "direction": "random", "seed": s, "pair_accuracy": r}]
+        if random_b is not None:
+            rows.append({"arm": arm, "model": model, "direction": "random_b", "seed": s, "pair_accuracy": random_b[s]})
     return pd.DataFrame(rows)
 
 
-def test_threshold_verdicts():
-    c = claims()["ccs_finetuning"]
-    assert decide_ccs_finetuning(c, pd.DataFrame({"ft_pair_accuracy": [0.9, 0.95, 1.0]})).verdict == "reproduced"
-    assert decide_ccs_finetuning(c, pd.DataFrame({"ft_pair_accuracy": [0.5, 0.6, 0.7]})).verdict == "not_reproduced"
-    m = decide_ccs_finetuning(c, pd.DataFrame({"ft_pair_accuracy": [0.7, 0.8, 0.9]}))
-    assert m.verdict == "inconclusive" and m.measured.value == pytest.approx(0.8)
+PRETRAIN_OK = pd.DataFrame({"fact": [0.95, 0.96, 0.94], "novel_copy": [0.97, 0.93, 0.95]})
 
 
-def test_steering_verdicts():
-    c = claims()["steering_finetuned"]
-    assert decide_steering(c, _steering([0.9, 0.85, 0.95], [0.2, 0.1, 0.3]), "tiny", "fine-tuned",
-                           0.8, 0.5).verdict == "reproduced"
-    # a large difference but a weak knob: inconclusive; a knob below 0.5: not reproduced
-    assert decide_steering(c, _steering([0.7, 0.75, 0.7], [0.1, 0.1, 0.1]), "tiny", "fine-tuned",
-                           0.8, 0.5).verdict == "inconclusive"
-    assert decide_steering(c, _steering([0.45, 0.4, 0.45], [0.0, 0.0, 0.0]), "tiny", "fine-tuned",
-                           0.8, 0.5).verdict == "not_reproduced"
-    t = claims()["steering_transfer_base"]
-    assert decide_steering(t, _steering([0.1, 0.12, 0.08], [0.1, 0.1, 0.1]), "tiny", "fine-tuned").verdict == "not_reproduced"
-    assert decide_steering(t, _steering([0.9, 0.1, 0.6], [0.1, 0.1, 0.1]), "tiny", "fine-tuned").verdict == "inconclusive"
+def test_registry_matches_the_code():
+    ids = list(claims())
+    assert ids == ["ccs_finetuning_v2", "das_single_layer_v2", "steering_finetuned_v2", "steering_transfer_base_v2",
+                   "separation_across_seeds", "smollm2_finetuned_transfer_v2"]
+    assert all(c.kind == "replication" and c.has_gate and c.has_control for c in claims().values())
+
+
+def test_ccs_finetuning_rule_gate_and_control():
+    ok = pd.DataFrame({"ft_pair_accuracy": [0.9, 0.95, 1.0], "base_pair_accuracy": [0.1, 0.2, 0.15]})
+    # mean 0.95, t interval 0.95 -+ 4.303 * 0.05 / sqrt(3) = [0.826, 1] (clipped): above 0.80
+    c = judge("ccs_finetuning_v2", measure_ccs_finetuning(ok, PRETRAIN_OK))
+    assert c.verdict == "reproduced" and c.measured.ci_low == pytest.approx(0.8258, abs=1e-3)
+    low = ok.assign(ft_pair_accuracy=[0.5, 0.55, 0.6])  # upper end 0.55 + 0.124 = 0.674 < 0.80
+    assert judge("ccs_finetuning_v2", measure_ccs_finetuning(low, PRETRAIN_OK)).verdict == "not_reproduced"
+    bad_pretrain = PRETRAIN_OK.assign(fact=[0.5, 0.6, 0.5])
+    c = judge("ccs_finetuning_v2", measure_ccs_finetuning(low, bad_pretrain))
+    assert c.verdict == "inconclusive" and c.reason.startswith("gate failed")
+    control_passes = ok.assign(base_pair_accuracy=[0.9, 0.95, 1.0])  # the never-fine-tuned model does it too
+    c = judge("ccs_finetuning_v2", measure_ccs_finetuning(control_passes, PRETRAIN_OK))
+    assert c.verdict == "inconclusive" and c.control_meets
+    assert not pretrain_gate(PRETRAIN_OK, (False, "DAS did not run")).passed
+
+
+def test_das_rule_and_gate():
+    summary = pd.DataFrame({"ft_pair_accuracy": [0.9, 1.0, 1.0], "test_iia": [0.9, 0.95, 1.0],
+                            "test_iia_random": [0.0, 0.05, 0.0], "best_layer": [1, 1, 2]})
+    assert judge("das_single_layer_v2", measure_das(summary)).verdict == "reproduced"
+    weak_ft = summary.assign(ft_pair_accuracy=[0.9, 0.7, 1.0])  # one seed below 0.80: gate fails
+    assert judge("das_single_layer_v2", measure_das(weak_ft)).reason.startswith("gate failed")
+    no_das = summary.drop(columns=["test_iia", "test_iia_random", "best_layer"])
+    assert judge("das_single_layer_v2", measure_das(no_das)).verdict == "inconclusive"
+
+
+def test_steering_rule_and_aa_control():
+    summary = pd.DataFrame({"ft_pair_accuracy": [0.9, 1.0, 1.0], "test_iia": [1.0, 1.0, 1.0]})
+    from papers.context_knob.analysis import ft_gate
+    # differences 0.7, 0.75, 0.65: mean 0.70, t interval [0.576, 0.824] above 0.30; A/A differences 0.05, 0, -0.1
+    steer = _steering([0.9, 0.85, 0.95], [0.2, 0.1, 0.3], [0.25, 0.1, 0.2])
+    c = judge("steering_finetuned_v2", measure_steering(steer, "tiny", "fine-tuned", ft_gate(summary)))
+    assert c.verdict == "reproduced" and c.measured.ci_low == pytest.approx(0.5758, abs=1e-3)
+    assert c.control.measured.value == pytest.approx(-0.05 / 3)
+    # a second random direction that steers as well as the knob: the criterion does not discriminate
+    aa = _steering([0.9, 0.85, 0.95], [0.2, 0.1, 0.3], [0.9, 0.9, 0.95])
+    c = judge("steering_finetuned_v2", measure_steering(aa, "tiny", "fine-tuned", ft_gate(summary)))
+    assert c.verdict == "inconclusive" and c.control_meets
+    flat = _steering([0.1, 0.12, 0.08], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1])
+    gate = pretrain_gate(PRETRAIN_OK)
+    assert judge("steering_transfer_base_v2", measure_steering(flat, "tiny", "fine-tuned", gate)).verdict == "not_reproduced"
+    noisy = _steering([0.9, 0.1, 0.6], [0.1, 0.1, 0.1], [0.1, 0.1, 0.1])
+    assert judge("steering_transfer_base_v2", measure_steering(noisy, "tiny", "fine-tuned", gate)).verdict == "inconclusive"
     d = steering_difference(_steering([0.5, 0.6], [0.1, 0.2]), "tiny", "fine-tuned")
     assert d["difference"].tolist() == pytest.approx([0.4, 0.4])
-    assert decide_steering(t, _steering([0.5], [0.1]), "tiny", "base").verdict == "inconclusive"  # no such rows
+    c = judge("steering_transfer_base_v2", measure_steering(flat, "tiny", "base", gate))  # no such rows
+    assert c.verdict == "inconclusive" and c.measured.ci_low is None
 
 
-def test_correlation_verdicts():
-    c = claims()["separation_correlation"]
+def _checkpoints(n_seeds, sep_of_seed, steps=(0, 50, 100)):
     rows = []
-    for seed in range(3):
-        for step, (acc, sep) in enumerate([(0.0, 0.1), (0.2, 0.5), (0.6, 2.0), (1.0, 4.0)]):
-            rows.append({"seed": seed, "ft_step": step, "pair_accuracy": acc, "separation": sep + seed * 0.01})
-    good = pd.DataFrame(rows)
-    assert checkpoint_correlations(good).tolist() == pytest.approx([1.0, 1.0, 1.0])
-    assert decide_correlation(c, good).verdict == "reproduced"
-    bad = good.assign(separation=good.groupby("seed")["separation"].transform(lambda s: s.values[::-1]))
-    assert decide_correlation(c, bad).verdict == "not_reproduced"
-    assert decide_correlation(c, good.iloc[0:0]).verdict == "inconclusive"
+    for seed in range(n_seeds):
+        for j, step in enumerate(steps):
+            rows.append({"seed": seed, "ft_step": step, "pair_accuracy": 0.1 * seed + 0.2 * j,
+                         "separation": sep_of_seed(seed) + j})
+    return pd.DataFrame(rows)
 
 
-def test_smollm2_transfer_is_inconclusive_when_not_run_or_underpowered():
-    c = claims()["smollm2_finetuned_transfer"]
-    assert decide_smollm2_transfer(c, pd.DataFrame(), pd.DataFrame({"zero_shot_pair_accuracy": [0.0]})).verdict == "inconclusive"
-    steer = _steering([0.9, 0.9, 0.95], [0.1, 0.0, 0.1], model="instruct (DAS from fine-tuned)", arm="smollm2")
-    ok = decide_smollm2_transfer(c, steer, pd.DataFrame({"ft_pair_accuracy": [0.9, 0.9, 0.9]}))
+def test_separation_across_seeds():
+    assert spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0) and np.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    assert within_step_correlation(np.array([[1, 1], [2, 1], [3, 1]]), np.array([[1, 5], [2, 6], [3, 7]])) == 1.0
+    good = _checkpoints(8, lambda s: float(s))  # within every step, the better seed separates more
+    m, gate, control, _ = measure_separation(good, n_boot=500)
+    assert gate.passed and m.value == pytest.approx(1.0) and m.ci_low == pytest.approx(1.0)
+    assert control.measured.ci_low < 0.3  # permuted d': no correlation by design
+    assert judge("separation_across_seeds", (m, gate, control, "")).verdict == "reproduced"
+    bad = _checkpoints(8, lambda s: -float(s))
+    assert judge("separation_across_seeds", measure_separation(bad, n_boot=500)).verdict == "not_reproduced"
+    few = _checkpoints(4, lambda s: float(s))  # fewer than 6 seeds: gate fails
+    c = judge("separation_across_seeds", measure_separation(few, n_boot=200))
+    assert c.verdict == "inconclusive" and c.reason.startswith("gate failed")
+    converged = good.assign(pair_accuracy=np.where(good["ft_step"] > 0, 1.0, good["pair_accuracy"]))
+    assert not measure_separation(converged, n_boot=200)[1].passed  # only one step varies
+
+
+def test_smollm2_transfer_needs_the_lora_arm():
+    c = judge("smollm2_finetuned_transfer_v2", measure_smollm2_transfer(pd.DataFrame(), pd.DataFrame(), "probe"))
+    assert c.verdict == "inconclusive" and c.reason.startswith("gate failed")
+    steer = _steering([0.9, 0.9, 0.95], [0.1, 0.0, 0.1], [0.1, 0.05, 0.0],
+                      model="instruct (DAS from fine-tuned)", arm="smollm2")
+    ok = judge("smollm2_finetuned_transfer_v2",
+               measure_smollm2_transfer(steer, pd.DataFrame({"ft_pair_accuracy": [0.9, 0.9, 0.9]}), "finetune"))
     assert ok.verdict == "reproduced"
-    weak = decide_smollm2_transfer(claims()["smollm2_finetuned_transfer"], steer,
-                                   pd.DataFrame({"ft_pair_accuracy": [0.4, 0.5, 0.4]}))
+    weak = judge("smollm2_finetuned_transfer_v2",
+                 measure_smollm2_transfer(steer, pd.DataFrame({"ft_pair_accuracy": [0.4, 0.5, 0.4]}), "finetune"))
     assert weak.verdict == "inconclusive"
+
+
+def test_evaluate_all_covers_the_registry():
+    summary = pd.DataFrame({"seed": [0, 1, 2], "ft_pair_accuracy": [0.9, 1.0, 1.0], "base_pair_accuracy": [0.1, 0.2, 0.1],
+                            "test_iia": [0.9, 0.95, 1.0], "test_iia_random": [0.0, 0.05, 0.0], "best_layer": [1, 1, 2]})
+    steer = pd.concat([_steering([0.9, 0.85, 0.95], [0.2, 0.1, 0.3], [0.25, 0.1, 0.2]),
+                       _steering([0.5, 0.4, 0.45], [0.2, 0.1, 0.3], [0.25, 0.1, 0.2], model="base")])
+    tiny = {"summary": summary, "pretrain": PRETRAIN_OK, "steering": steer,
+            "checkpoints": _checkpoints(3, lambda s: float(s))}
+    out = evaluate_all(claims(), tiny, {"summary": pd.DataFrame(), "steering_ft": pd.DataFrame()}, "probe")
+    assert all(c.verdict is not None for c in out.values())
+    assert out["separation_across_seeds"].verdict == "inconclusive"  # 3 seeds < 6: gate

@@ -19,14 +19,16 @@
 # pair accuracy, and a difference-of-means direction of the non-fine-tuned model as a knob); the GPU `full`
 # profile adds LoRA fine-tuning, DAS on the fine-tuned model and steering the non-fine-tuned model with it.
 #
-# The claims and their criteria are fixed in `experiment.CLAIMS` and the README, before any result.
+# The claims, their gates, controls and criteria are registered in `claims.yaml` before any result; the
+# verdicts come from the shared rule (`shared.claims`).
 
 # %% tags=["parameters"]
 profile: str = "small"  # parameter profile (set by the runner)
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps (set by the runner)
 output_dir: str = ""  # where outputs go; empty = scratch/context_knob (set by the runner)
 progress: bool = True  # show progress bars (set by the runner)
-seeds: list[int] = [0, 1, 2]  # evaluation seeds (world, splits, initialisations, counterfactuals) | len(x) >= 1 and len(set(x)) == len(x) and all(s >= 0 for s in x)
+seeds: list[int] = [0, 1, 2, 3, 4, 5, 6, 7]  # evaluation seeds of the tiny arm (world, splits, initialisations, counterfactuals) | len(x) >= 1 and len(set(x)) == len(x) and all(s >= 0 for s in x)
+lm_seeds: list[int] = [0, 1, 2]  # seeds of the SmolLM2 arm (items, counterfactuals, splits) | len(x) >= 1 and len(set(x)) == len(x) and all(s >= 0 for s in x)
 tiny_entities: int = 64  # known entities of the tiny world (split 1/2 train, 1/4 dev, 1/4 test) | x >= 8
 tiny_novel: int = 32  # entities without a fact (context copying in pre-training) | x >= 1
 tiny_values: int = 16  # attribute values (answers) | x >= 3
@@ -70,10 +72,9 @@ import seaborn as sns
 import torch
 
 from papers.context_knob import TITLE, URL
-from papers.context_knob.analysis import (checkpoint_correlations, decide_ccs_finetuning, decide_correlation,
-                                          decide_das, decide_smollm2_transfer, decide_steering, steering_summary)
-from papers.context_knob.experiment import (DasSpec, LMSpec, TinySpec, known_capitals, make_claims,
-                                            run_smollm2_seed, run_tiny_seed)
+from papers.context_knob.analysis import evaluate_all, spearman, steering_summary
+from papers.context_knob.experiment import DasSpec, LMSpec, TinySpec, known_capitals, run_smollm2_seed, run_tiny_seed
+from shared.claims import load_claims
 from shared.device import describe, pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
@@ -140,7 +141,7 @@ if lm_arm != "none":
                      batch_size=lm_batch, ft_steps=lm_ft_steps, ft_pairs=lm_ft_pairs, ft_lr=lm_ft_lr,
                      lora_r=lm_lora_r, lora_alpha=lm_lora_alpha,
                      das=DasSpec(steps=lm_das_steps, lr=lm_das_lr, max_targets=lm_das_max_targets))
-    for seed in seeds:
+    for seed in lm_seeds:
         res = run_smollm2_seed(model, tokenizer, known, lm_spec, seed, device, progress)
         lm["summary"].append(res["summary"])
         for k in ("steering", "sweep", "layer_scan", "das", "steering_ft"):
@@ -154,16 +155,11 @@ lm["summary"]
 
 # %%
 steering = pd.concat([tiny["steering"], lm["steering"]], ignore_index=True)
-claims = {c.id: c for c in make_claims()}
-decide_ccs_finetuning(claims["ccs_finetuning"], tiny["summary"])
-decide_das(claims["das_single_layer"], tiny["summary"])
-decide_steering(claims["steering_finetuned"], steering, "tiny", "fine-tuned", knob_reproduced_at=0.80, knob_not_at=0.50)
-decide_steering(claims["steering_transfer_base"], steering, "tiny", "base")
-decide_correlation(claims["separation_correlation"], tiny["checkpoints"])
-decide_steering(claims["smollm2_instruct_knob"], steering, "smollm2", "instruct")
-decide_smollm2_transfer(claims["smollm2_finetuned_transfer"], lm["steering_ft"], lm["summary"])
+claims = evaluate_all(load_claims("context_knob"), tiny, lm, lm_arm)
 pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low, "ci_high": c.measured.ci_high,
-               "verdict": c.verdict} for c in claims.values()])
+               "gate": None if c.gate is None else c.gate.passed,
+               "control": None if c.control is None else c.control.measured.value, "verdict": c.verdict}
+              for c in claims.values()])
 
 # %%
 table = steering_summary(pd.concat([steering, lm["steering_ft"]], ignore_index=True))
@@ -211,7 +207,8 @@ sns.scatterplot(data=tiny["checkpoints"], x="separation", y="pair_accuracy", hue
                 palette="colorblind", ax=ax)
 ax.set(xlabel="d' of the two intents on the DAS direction", ylabel="pair accuracy (test)")
 savefig(fig, out / "separation_vs_accuracy.png")
-checkpoint_correlations(tiny["checkpoints"])
+# Spearman correlation over seeds at each checkpoint step (the across-model statistic of separation_across_seeds)
+tiny["checkpoints"].groupby("ft_step").apply(lambda g: spearman(g["pair_accuracy"], g["separation"]))
 
 # %%
 tiny["das"].to_csv(out / "das_by_layer.csv", index=False)
@@ -229,6 +226,9 @@ headline = {
     "tiny_ft_pair_accuracy": float(tiny["summary"]["ft_pair_accuracy"].mean()),
     "tiny_base_pair_accuracy_with_intent": float(tiny["summary"]["base_pair_accuracy"].mean()),
     "tiny_test_iia": float(tiny["summary"]["test_iia"].mean()) if "test_iia" in tiny["summary"] else None,
+    "tiny_test_iia_random": float(tiny["summary"]["test_iia_random"].mean()) if "test_iia_random" in tiny["summary"] else None,
+    "tiny_pretrain_fact_accuracy": float(tiny["pretrain"]["fact"].mean()),
+    "tiny_pretrain_copy_accuracy": float(tiny["pretrain"]["novel_copy"].mean()),
     "tiny_das_layers": ",".join(str(int(v)) for v in tiny["summary"].get("best_layer", pd.Series(dtype=int))),
     "tiny_das_dom_cosine": float(tiny["summary"]["das_dom_cosine"].mean()) if "das_dom_cosine" in tiny["summary"] else None,
     "tiny_steer_ft_knob": mean_of("tiny", "fine-tuned", "knob"),
@@ -236,6 +236,8 @@ headline = {
     "tiny_steer_ft_difference_of_means": mean_of("tiny", "fine-tuned", "difference of means"),
     "tiny_steer_base_knob": mean_of("tiny", "base", "knob"),
     "tiny_steer_base_random": mean_of("tiny", "base", "random"),
+    "tiny_steer_ft_random_b": mean_of("tiny", "fine-tuned", "random_b"),
+    "tiny_steer_base_random_b": mean_of("tiny", "base", "random_b"),
 }
 if len(lm["summary"]):
     headline.update({

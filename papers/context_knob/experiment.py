@@ -1,10 +1,10 @@
-"""The two arms of the replication and the pre-registered claims.
+"""The two arms of the replication (the claims they test are registered in ``claims.yaml``).
 
 - **tiny** (from scratch, CPU): a 4-layer Llama pre-trained on a synthetic encyclopedia (facts, context
   copying, and cue-driven following or ignoring of a context), then LoRA-fine-tuned on CCS prompts with an
   explicit intent. On it: pair accuracy, rank-1 DAS at every layer, steering the fine-tuned and the
-  pre-trained ("base") model with the DAS direction against a random direction, and the correlation of
-  pair accuracy with the subspace separation across fine-tuning checkpoints.
+  pre-trained ("base") model with the DAS direction against two random directions (the second is the A/A
+  control), and pair accuracy and subspace separation at every fine-tuning checkpoint.
 - **smollm2** (pretrained SmolLM2-135M-Instruct on capitals): ``probe`` (CPU) is inference only: zero-shot
   CCS pair accuracy and a difference-of-means direction at one layer of the *non-fine-tuned* model used as a
   knob; ``finetune`` (the GPU ``full`` profile) adds LoRA fine-tuning, rank-1 DAS on the fine-tuned model
@@ -21,7 +21,6 @@ import pandas as pd
 import torch
 
 from shared.lm import tiny_llama
-from shared.metrics import Claim
 from shared.seeding import seed_everything
 from shared.training import TrainConfig, train
 
@@ -30,81 +29,6 @@ from .knob import (LastTokenRunner, answer_loss, control_values, correctness, fi
                    steering_values, train_das)
 from .task import (CAPITALS, PromptSet, TinyWorld, das_source_index, encode_capital_queries, encode_capitals,
                    first_answer_tokens, pair_accuracy, same_first_token, sample_counterfactuals, sample_pretrain, Items)
-
-# --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
-
-CLAIMS = {
-    "ccs_finetuning": dict(
-        statement="Fine-tuned on the CCS task (context + query + intent), a model answers correctly for both "
-                  "intents of an item (pair accuracy).",
-        criterion="Tiny testbed, held-out entities: pair accuracy of the fine-tuned model, mean over seeds "
-                  ">= 0.85 -> reproduced; <= 0.70 -> not_reproduced; otherwise inconclusive.",
-        paper_value="85-95% pair accuracy (Llama-3.1-8B, Mistral-v0.3-7B, Gemma-2-9B, QLoRA on CCS-BaseFakepedia)",
-    ),
-    "das_single_layer": dict(
-        statement="A rank-1 subspace at a single layer of the fine-tuned model encodes whether the model follows "
-                  "the context or its prior: interchanging its coordinate with a run of the opposite intent flips "
-                  "the answer (DAS).",
-        criterion="Tiny testbed: interchange-intervention accuracy (top token = the answer under the flipped intent) "
-                  "on held-out entities at the layer chosen on dev entities, mean over seeds >= 0.80 -> reproduced; "
-                  "<= 0.50 -> not_reproduced; otherwise inconclusive.",
-        paper_value="a 1-D subspace in one layer (Llama-3.1 L16, Mistral-v0.3 L16, Gemma-2 L27)",
-    ),
-    "steering_finetuned": dict(
-        statement="Setting the coordinate on that direction to a 'context' or a 'prior' value, with the intent "
-                  "instruction removed from the prompt, makes the fine-tuned model answer from the context or from "
-                  "its prior (a knob).",
-        criterion="Tiny testbed, held-out entities, prompts without instruction: steered pair accuracy (context value "
-                  "-> context answer AND prior value -> prior answer) of the DAS direction minus that of a random "
-                  "direction moved by the same amount (same layer; multiplier chosen on dev for each): reproduced if "
-                  "the DAS pair accuracy is >= 0.80 on average and the difference is >= 0.30 with a t-interval over "
-                  "seeds above 0; not_reproduced if the DAS pair accuracy is < 0.50 or the interval of the difference "
-                  "lies below 0.30; otherwise inconclusive.",
-        paper_value="steering with values prior=+6 / context=-6 (Llama-3.1 L16) controls the fine-tuned model",
-    ),
-    "steering_transfer_base": dict(
-        statement="The same direction (found in the fine-tuned model) is a knob in the model before fine-tuning.",
-        criterion="Tiny testbed: as steering_finetuned but applied to the pre-trained model that was never fine-tuned "
-                  "on CCS: difference of steered pair accuracy (DAS direction minus random) >= 0.30 on average with "
-                  "a t-interval over seeds above 0 -> reproduced; interval below 0.30 -> not_reproduced; otherwise "
-                  "inconclusive.",
-        paper_value="the same subspace steers the non-fine-tuned instruct and base models of the family",
-    ),
-    "separation_correlation": dict(
-        statement="A model's CCS performance correlates with how distinctly it separates the two intents in this "
-                  "subspace.",
-        criterion="Tiny testbed: across the pre-trained model and the fine-tuning checkpoints of a seed, Spearman "
-                  "correlation between held-out pair accuracy and the d' of use-context vs use-prior coordinates on "
-                  "the final DAS direction; mean over seeds >= 0.70 with a t-interval above 0 -> reproduced; mean "
-                  "<= 0.30 -> not_reproduced; otherwise inconclusive.",
-        paper_value="strong correlation between performance and separation in the subspace (across models)",
-    ),
-    "smollm2_instruct_knob": dict(
-        statement="A pretrained instruct model that was not fine-tuned on CCS already has a 1-D knob at one layer: "
-                  "the difference of means between use-context and use-prior prompts steers its answer.",
-        criterion="SmolLM2-135M-Instruct (no fine-tuning), held-out capitals, prompts without instruction: steered pair "
-                  "accuracy of the difference-of-means direction (layer and multiplier chosen on dev items) minus that of "
-                  "a random direction at the same layer moved by the same amount (multiplier chosen on dev): >= 0.30 on "
-                  "average with a t-interval over seeds above 0 -> reproduced; interval below 0.30 -> not_reproduced; "
-                  "otherwise inconclusive.",
-        paper_value="the subspace is an effective knob in non-fine-tuned instruct models (found there by DAS on the "
-                    "fine-tuned model; here by difference of means in the instruct model itself)",
-    ),
-    "smollm2_finetuned_transfer": dict(
-        statement="On a pretrained LM: the rank-1 DAS direction found in the CCS-fine-tuned model steers the same "
-                  "model before fine-tuning.",
-        criterion="SmolLM2-135M-Instruct, LoRA-fine-tuned (only in the GPU `full` profile): steered pair accuracy of the "
-                  "non-fine-tuned model with the fine-tuned model's DAS direction minus a random direction >= 0.30 on "
-                  "average with a t-interval over seeds above 0 -> reproduced; interval below 0.30 -> not_reproduced; "
-                  "otherwise (or when the fine-tuned pair accuracy is below 0.70, or the arm was not run) inconclusive.",
-        paper_value="the same subspace steers the non-fine-tuned instruct model (Llama-3.1, Mistral-v0.3, Gemma-2)",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
-
 
 LORA_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]  # the authors' default --LORA_MODULES
 
@@ -173,11 +97,16 @@ def orient(u: torch.Tensor, coords: torch.Tensor, intent: torch.Tensor) -> torch
 
 
 def steering_rows(arm: str, model_name: str, runners: dict, prompts: dict, layer: int, u: torch.Tensor,
-                  values, control_u: torch.Tensor, control_vals, multipliers: list[float], seed: int) -> list[dict]:
+                  values, control_u: torch.Tensor, control_vals, multipliers: list[float], seed: int,
+                  control_b: tuple[torch.Tensor, object] | None = None) -> list[dict]:
     """Steered pair accuracy on the test prompts for the direction and its random control, each with its
-    multiplier chosen on the dev prompts."""
+    multiplier chosen on the dev prompts; ``control_b`` (a second random direction and its values) adds the
+    ``random_b`` row of the A/A control."""
     rows = []
-    for direction, vec, vals in (("knob", u, values), ("random", control_u, control_vals)):
+    arms = [("knob", u, values), ("random", control_u, control_vals)]
+    if control_b is not None:
+        arms.append(("random_b", *control_b))
+    for direction, vec, vals in arms:
         _, k, dev_acc = select_steering(runners["dev"], prompts["dev"], [(layer, vec, vals)], multipliers)
         both, ok_ctx, ok_prior = steered_pair_correct(runners["test"], prompts["test"], layer, vec, vals, k)
         rows.append({"arm": arm, "model": model_name, "direction": direction, "seed": seed, "layer": layer,
@@ -342,12 +271,14 @@ def run_tiny_seed(spec: TinySpec, seed: int, device: str, progress: bool = False
     values = steering_values(train_states @ u, train_prompts.intent)
     r = random_direction(spec.d_model, 50_000 + seed)
     r_values = control_values(train_states @ r, values)
+    r_b = random_direction(spec.d_model, 70_000 + seed)  # the A/A control's second random direction
+    r_b_values = control_values(train_states @ r_b, values)
     dom = mean_difference_direction(train_states, train_prompts.intent)
 
     for name, model in (("fine-tuned", ft), ("base", base)):
         runners = {s: LastTokenRunner(model, no_intent[s], bs, device) for s in ("dev", "test")}
         out["steering"] += steering_rows("tiny", name, runners, no_intent, best, u, values, r, r_values,
-                                         spec.multipliers, seed)
+                                         spec.multipliers, seed, control_b=(r_b, r_b_values))
         out["sweep"] += steering_curve("tiny", name, runners["test"], no_intent["test"], best, u, values, "knob",
                                        spec.multipliers, seed)
         out["sweep"] += steering_curve("tiny", name, runners["test"], no_intent["test"], best, r, r_values, "random",
@@ -358,11 +289,17 @@ def run_tiny_seed(spec: TinySpec, seed: int, device: str, progress: bool = False
                                  spec.multipliers, seed)
             out["steering"].append(dict(rows[0], direction="difference of means"))
 
+    # the DAS claim's control: a random unit direction interchanged at the chosen layer on the test targets
+    test_das = das_eval["test"]
+    test_iia_random = (interchange_accuracy(test_das[0], best, random_direction(spec.d_model, 80_000 + seed),
+                                            test_das[2][:, best], test_das[3]) if test_das is not None else float("nan"))
+
     intent = with_intent["test"].intent
     for step, acc, states in checkpoints:
         out["checkpoints"].append({"seed": seed, "ft_step": step, "pair_accuracy": acc,
                                    "separation": separation(states[:, best] @ u, intent)})
     out["summary"].update({"best_layer": best, "test_iia": float(das_df.set_index("layer").loc[best, "test_iia"]),
+                           "test_iia_random": test_iia_random,
                            "dev_iia": float(das_df.set_index("layer").loc[best, "dev_iia"]),
                            "das_dom_cosine": float(torch.dot(u, dom)), "das_targets": len(das_train[1]),
                            "steer_context_value": values.context_value(1.0), "steer_prior_value": values.prior_value(1.0)})
@@ -503,8 +440,9 @@ def _smollm2_finetune(model, tokenizer, split, with_intent, no_intent, base_runn
     vals = steering_values(states @ u, intent)
     r = random_direction(states.shape[-1], 60_000 + seed)
     r_vals = control_values(states @ r, vals)
+    r_b = random_direction(states.shape[-1], 70_000 + seed)
     steering = steering_rows("smollm2", "instruct (DAS from fine-tuned)", base_runners, no_intent, best, u, vals, r,
-                             r_vals, spec.multipliers, seed)
+                             r_vals, spec.multipliers, seed, control_b=(r_b, control_values(states @ r_b, vals)))
     ft_runners = {s: LastTokenRunner(ft, no_intent[s], spec.batch_size, device) for s in ("dev", "test")}
     steering += steering_rows("smollm2", "fine-tuned", ft_runners, no_intent, best, u, vals, r, r_vals,
                               spec.multipliers, seed)
