@@ -10,6 +10,7 @@ from papers.eren import analysis as A
 from papers.eren import editors as E
 from papers.eren.data import (build_questions, edit_block, eligible_edits, make_context, note_of)
 from papers.eren.experiment import memory_records
+from shared.claims import load_claims
 from shared.lm import greedy_generate, tiny_llama
 
 # --- data -------------------------------------------------------------------------------------------------
@@ -148,23 +149,34 @@ def test_edit_quality_is_the_harmonic_mean():
     np.testing.assert_allclose(A.edit_quality([0.8, 0.2], [0.2, 0.2]), [0.32, 0.2])
 
 
-def table(spec):
-    """spec: {method: {(seed, edit): (scope scores, neighbour scores, same scores)}} -> long results table."""
+def table(spec, margin=None, gold=1):
+    """spec: {method: {(seed, edit): (scope scores, neighbour scores, same scores)}} -> long results table.
+    The scores are both the exact and the answer-level ones; the first in-scope question of an edit is the FT
+    editor's trained one; ``margin(kind)`` gives EREN's refusal margin; ``gold`` the retrieval of the own note."""
     rows = []
     for method, edits in spec.items():
         for (seed, edit), parts in edits.items():
             for kind, scores in zip(("scope", "neighbor_subj", "same_subj"), parts):
-                rows += [dict(seed=seed, edit_id=edit, kind=kind, method=method, score=s) for s in scores]
+                for j, sc in enumerate(scores):
+                    lp = 0.0 if margin is None else margin(kind)
+                    rows.append(dict(seed=seed, edit_id=edit, kind=kind, method=method, score=int(sc),
+                                     score_ans=int(sc), refused=0, retrieved_gold=gold,
+                                     ft_trained=int(kind == "scope" and j == 0), lp_refuse=lp, lp_reply=0.0))
     return pd.DataFrame(rows)
 
 
 def test_pooled_metrics_by_hand():
     res = table({"m": {(0, 1): ([1, 1], [1, 0], [0]), (1, 2): ([0], [1, 1], [1, 1])}})
+    res.loc[res["kind"] == "same_subj", "score_ans"] = 1  # answer-level: nothing leaked on same-subject questions
+    res.loc[res["kind"] == "scope", "refused"] = [1, 0, 0]
     row = A.method_metrics(res).iloc[0]
     assert row["es"] == pytest.approx(2 / 3)  # 2 of 3 in-scope questions
     assert row["bp"] == pytest.approx(5 / 7)
     assert row["bp_neighbor"] == pytest.approx(3 / 4) and row["bp_same"] == pytest.approx(2 / 3)
     assert row["eq"] == pytest.approx(2 * (2 / 3) * (5 / 7) / (2 / 3 + 5 / 7))
+    assert row["bp_ans"] == pytest.approx(6 / 7) and row["bp_ans_same"] == 1.0
+    assert row["eq_ans"] == pytest.approx(2 * (2 / 3) * (6 / 7) / (2 / 3 + 6 / 7))
+    assert row["refusal_scope"] == pytest.approx(1 / 3) and row["refusal_gap"] == pytest.approx(-1 / 3)
     per_seed = A.per_seed_metrics(res).set_index("seed")
     assert per_seed.loc[0, "es"] == 1.0 and per_seed.loc[1, "bp"] == 1.0
 
@@ -175,7 +187,7 @@ def test_bootstrap_is_paired_and_degenerate_for_identical_edits():
             "b": {(s, e): ([0, 0], [1, 1], [1, 1]) for s in range(3) for e in range(5)}}
     boot = A.bootstrap_metrics(table(spec), n_boot=200, seed=0)
     assert np.allclose(boot["a"]["es"], 0.5) and np.allclose(boot["b"]["eq"], 0.0)
-    assert np.allclose(boot["a"]["bp"], 0.75)
+    assert np.allclose(boot["a"]["bp"], 0.75) and np.allclose(boot["a"]["eq_ans"], 0.6)
 
 
 def test_interval_is_the_percentile_interval_without_nans():
@@ -183,40 +195,86 @@ def test_interval_is_the_percentile_interval_without_nans():
     assert A.interval(samples, level=0.9) == pytest.approx((5.0, 95.0))
 
 
-def test_verdict_rules():
-    assert A.delta_verdict(0.01, 0.3) == "reproduced"
-    assert A.delta_verdict(-0.2, 0.04) == "not_reproduced"
-    assert A.delta_verdict(-0.1, 0.2) == "inconclusive"
-    assert A.threshold_verdict(0.6, 0.9, 0.5) == "reproduced"
-    assert A.threshold_verdict(0.1, 0.4, 0.5) == "not_reproduced"
-    assert A.threshold_verdict(0.4, 0.6, 0.5) == "inconclusive"
+def test_weighted_auc_by_hand():
+    assert A.weighted_auc([1, 2, 3, 4], [0, 0, 1, 1]) == 1.0
+    assert A.weighted_auc([1, 2, 3, 4], [1, 0, 1, 0]) == pytest.approx(0.25)  # only 3 > 2 of the 4 pairs
+    assert A.weighted_auc([1, 1, 1, 1], [1, 0, 1, 0]) == 0.5  # ties count 1/2
+    assert A.weighted_auc([1, 2, 3], [0, 1, 1], [2, 1, 0]) == 1.0  # the item with weight 0 is left out
+    assert np.isnan(A.weighted_auc([1, 2], [1, 1]))
 
 
-def synthetic(eren_bp, one_bp, n_edits=12, seed=0):
-    """EREN and one-step with ES 1 on every edit and per-edit BP drawn with the given rates."""
+def synthetic(eren_bp, one_bp, perm_bp=None, n_edits=12, seed=0, gold=1, ft_fit=1):
+    """Every editor on 3 seeds x n_edits edits; per-edit unrelated scores drawn with the given rates. EREN and
+    one-step have ES 1; FT answers its trained question (``ft_fit``) and leaks into every unrelated answer;
+    EREN's refusal margin is +1 on unrelated and -1 on in-scope questions."""
     rng = np.random.default_rng(seed)
-    spec = {"eren": {}, "one_step": {}, "ft": {}, "unedited": {}}
+    perm_bp = one_bp if perm_bp is None else perm_bp
+    spec = {m: {} for m in ("unedited", "one_step", "eren", "ft", "eren_permuted")}
     for s in range(3):
         for e in range(n_edits):
-            spec["eren"][(s, e)] = ([1], list(rng.random(2) < eren_bp), list(rng.random(2) < eren_bp))
-            spec["one_step"][(s, e)] = ([1], list(rng.random(2) < one_bp), list(rng.random(2) < one_bp))
-            spec["ft"][(s, e)] = ([0], [1, 1], [1, 1])
-            spec["unedited"][(s, e)] = ([0], [1, 1], [1, 1])
-    return table(spec).astype({"score": int})
+            for m, rate in (("eren", eren_bp), ("one_step", one_bp), ("eren_permuted", perm_bp)):
+                spec[m][(s, e)] = ([1, 1], list(rng.random(1) < rate), list(rng.random(1) < rate))
+            spec["ft"][(s, e)] = ([ft_fit, 0], [0], [0])
+            spec["unedited"][(s, e)] = ([0, 0], [1], [1])
+    return table(spec, margin=lambda kind: -1.0 if kind == "scope" else 1.0, gold=gold)
 
 
-def test_decide_delta_on_synthetic_tables():
-    claim = A.make_claims()[0]
-    assert A.decide_delta(claim, synthetic(0.9, 0.1), "eq", "eren", "one_step", n_boot=300).verdict == "reproduced"
-    c = A.decide_delta(A.make_claims()[0], synthetic(0.0, 0.0), "eq", "eren", "one_step", n_boot=300)
-    assert c.verdict == "not_reproduced" and c.measured.value == 0.0
-    c = A.decide_delta(A.make_claims()[0], synthetic(0.1, 0.9), "bp_same", "eren", "one_step", n_boot=300)
-    assert c.verdict == "not_reproduced" and c.measured.ci_high < 0
-    c = A.decide_level(A.make_claims()[3], synthetic(0.5, 0.5), "es", "eren", n_boot=300)
-    assert c.verdict == "reproduced" and c.measured.value == 1.0
+def verdicts(results):
+    return {cid: c for cid, c in A.evaluate_all(load_claims("eren"), results, n_boot=300).items()}
 
 
-def test_claims_are_declared_with_criteria():
-    ids = [c.id for c in A.make_claims()]
-    assert ids == ["eq_vs_one_step", "eq_vs_ft", "bp_same_subject", "es_controllable"]
-    assert all(c.criterion and c.statement for c in A.make_claims())
+def test_registry_claims_on_a_table_where_eren_works():
+    c = verdicts(synthetic(0.9, 0.1))
+    # EQ_ans: EREN 2 * 0.9 / 1.9 = 0.947 vs one-step ~ 0.18: far above +0.05
+    assert c["eq_answer_vs_one_step"].verdict == "reproduced"
+    assert not c["eq_answer_vs_one_step"].control_meets  # permuted refusals: no advantage
+    assert c["eq_answer_vs_ft"].verdict == "reproduced" and c["eq_answer_vs_ft"].gate.passed
+    assert c["bp_answer_same_subject"].verdict == "reproduced"
+    assert c["refusal_selective"].verdict == "reproduced" and c["refusal_selective"].measured.value == 1.0
+    assert c["refusal_selective"].control.measured.ci_low < 0.6  # shuffled kinds: AUC near 0.5
+    assert c["es_controllable_v2"].verdict == "reproduced" and c["es_controllable_v2"].control.measured.value == 0.0
+
+
+def test_registry_claims_not_reproduced_gate_and_control():
+    same = verdicts(synthetic(0.3, 0.3, seed=1))
+    c = same["eq_answer_vs_one_step"]  # identical rates: the interval of the difference excludes +0.05
+    assert c.verdict in ("not_reproduced", "inconclusive") and c.measured.ci_low < 0.05
+    flat = synthetic(0.0, 0.0)  # nothing preserved anywhere: every difference is exactly 0
+    assert verdicts(flat)["eq_answer_vs_one_step"].verdict == "not_reproduced"
+    # the permuted-refusal control does as well as EREN: the criterion does not discriminate
+    c = verdicts(synthetic(0.9, 0.1, perm_bp=0.9))["eq_answer_vs_one_step"]
+    assert c.verdict == "inconclusive" and c.control_meets
+    # the retriever misses the edit's note: every gate on retrieval fails
+    c = verdicts(synthetic(0.9, 0.1, gold=0))
+    assert all(c[k].verdict == "inconclusive" and c[k].reason.startswith("gate failed")
+               for k in ("eq_answer_vs_one_step", "bp_answer_same_subject", "refusal_selective", "es_controllable_v2"))
+    # an FT baseline that did not learn its edits: inconclusive, not a win for EREN
+    c = verdicts(synthetic(0.9, 0.1, ft_fit=0))["eq_answer_vs_ft"]
+    assert c.verdict == "inconclusive" and not c.gate.passed
+
+
+def test_refusal_by_logprob_is_the_more_probable_reply(lm):
+    class Tok:
+        eos_token_id, pad_token_id = 2, 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [5, 6]}
+
+    prompts = [[3, 4, 7], [8, 9]]
+    replies = [[10, 2], [11, 12, 2]]
+    refused, lp_ref, lp_rep = E.refusal_by_logprob(lm, Tok(), prompts, replies, batch_size=1)
+    full = [E.response_logprobs(lm, [p], [r], pad_id=0)[0] for p, r in zip(prompts, replies)]
+    np.testing.assert_allclose(lp_rep, full, rtol=1e-5)
+    np.testing.assert_allclose(lp_ref, E.response_logprobs(lm, prompts, [[5, 6, 2]] * 2, pad_id=0), rtol=1e-5)
+    assert refused.tolist() == (lp_ref >= lp_rep).tolist()
+
+
+def test_response_logprobs_match_a_manual_forward(lm):
+    prompt, reply = [3, 4, 7, 9], [10, 11, 2]
+    with torch.no_grad():
+        logits = lm(input_ids=torch.tensor([prompt + reply])).logits[0]
+    logp = torch.log_softmax(logits.float(), -1)
+    manual = sum(float(logp[len(prompt) - 1 + t, tok]) for t, tok in enumerate(reply))
+    # batched with a longer neighbour (left padding) gives the same value
+    got = E.response_logprobs(lm, [prompt, [5] * 9], [reply, [6, 2]], pad_id=0, batch_size=2)
+    assert got[0] == pytest.approx(manual, abs=1e-4)

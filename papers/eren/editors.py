@@ -5,7 +5,9 @@ question, a retriever fetches the top-k notes from the whole note memory (MIPS o
 an instruction-tuned LM reads them with the FLAN SQuAD-v2 style prompt ``TEMPLATE_MRC``, which allows the
 answer "unanswerable". When the reader says so, EREN falls back to the closed-book prompt ``TEMPLATE_QA``
 (the unedited model's prompt), so that the model keeps its own behaviour on questions the notes do not
-cover. One-step MRC (the paper's ablation/baseline) always answers from the notes with ``TEMPLATE_MRC_ONE_STEP``.
+cover. A 135M chat reader rarely writes "unanswerable", so the decision also reads the reader's probabilities
+(:func:`refusal_by_logprob`): it refuses when the complete reply "Unanswerable" is at least as probable as its
+own greedy reply. One-step MRC (the paper's ablation/baseline) always answers from the notes with ``TEMPLATE_MRC_ONE_STEP``.
 The fine-tuning editor trains on the edits as (question -> answer) examples and answers closed-book.
 
 Templates are the authors' (``src/model/utils.py``), wrapped in SmolLM2's chat template with its default
@@ -37,6 +39,7 @@ TEMPLATE_MRC = ('Read this and answer the question. If the question is unanswera
                 "\n\n{context}\n\n{question}")
 TEMPLATE_MRC_ONE_STEP = "Read this and answer the question.\n\n{context}\n\n{question}"
 REFUSAL = "unanswerable"
+REFUSAL_REPLY = "Unanswerable"  # the refusal as a complete chat reply (log-probability decision)
 
 METHODS = ("unedited", "one_step", "eren", "ft")
 
@@ -56,8 +59,9 @@ def _normalise(text: str) -> str:
 
 
 def leaks(output: str, reference: str, note_answers: Sequence[str]) -> bool:
-    """A retrieved note leaks into an unrelated answer: one of the notes' new answers appears in the output
-    (:func:`contains_answer`) but not in the unedited model's reference output."""
+    """An edit leaks into an unrelated answer: one of the given new answers (the retrieved notes' and the
+    question's own edit's) appears in the output (:func:`contains_answer`) but not in the unedited model's
+    reference output. Answer-level behaviour preservation is "no leak"."""
     return any(a and contains_answer(output, a) and not contains_answer(reference, a) for a in note_answers)
 
 
@@ -161,6 +165,47 @@ def greedy_reproduces(model, prompt_ids: Sequence[Sequence[int]], target_ids: Se
             n = len(target_ids[i])
             out[i] = bool((pred[row, pred.shape[1] - n:] == ids[row, ids.shape[1] - n:]).all())
     return out
+
+
+@torch.no_grad()
+def response_logprobs(model, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
+                      pad_id: int, batch_size: int = 16, device: str = "cpu") -> np.ndarray:
+    """log p(response | prompt) of each (prompt, response) pair: the sum of the teacher-forced token
+    log-probabilities of the response (one forward pass per batch)."""
+    if len(prompt_ids) != len(response_ids):
+        raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
+    if any(len(r) == 0 for r in response_ids) or any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("prompts and responses must be non-empty")
+    model.eval()
+    out = np.zeros(len(prompt_ids))
+    order = sorted(range(len(prompt_ids)), key=lambda i: -(len(prompt_ids[i]) + len(response_ids[i])))
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        ids, mask = pad_left([list(prompt_ids[i]) + list(response_ids[i]) for i in batch], pad_id)
+        ids, mask = ids.to(device), mask.to(device)
+        keep = max(len(response_ids[i]) for i in batch) + 1
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
+                       logits_to_keep=keep).logits[:, -keep:-1].float()
+        logp = torch.log_softmax(logits, dim=-1)  # (B, keep-1, V): predicts the last keep-1 tokens
+        for row, i in enumerate(batch):
+            n = len(response_ids[i])
+            tgt = ids[row, ids.shape[1] - n:]
+            out[i] = float(logp[row, logp.shape[1] - n:].gather(-1, tgt[:, None]).sum())
+    return out
+
+
+def refusal_by_logprob(model, tok, prompt_ids: Sequence[Sequence[int]], reply_ids: Sequence[Sequence[int]],
+                       batch_size: int = 16, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EREN's first step as the more probable of the two complete replies the reading prompt allows: the
+    refusal "Unanswerable" (followed by the end-of-turn token) and the reader's own best answer, its greedy
+    reply ``reply_ids`` as generated (ending with the end-of-turn token when one was produced). Refuses iff
+    log p(refusal) >= log p(greedy reply). Returns (refused, log p refusal, log p reply)."""
+    refusal = tok(REFUSAL_REPLY, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    lp_refuse = response_logprobs(model, prompt_ids, [refusal] * len(prompt_ids), tok.pad_token_id, batch_size,
+                                  device)
+    lp_reply = response_logprobs(model, prompt_ids, reply_ids, tok.pad_token_id, batch_size, device)
+    return lp_refuse >= lp_reply, lp_refuse, lp_reply
 
 
 # --- the fine-tuning editor (LoRA) ------------------------------------------------------------------------

@@ -4,10 +4,8 @@ A seed is a disjoint block of edits (``data.edit_block``) with their in-scope an
 memory holds the notes of *all* edits (1,024 in ``small``), as in the paper's scalability setting, so the
 retriever must find the right note among many; the fine-tuning editor is trained on the seed's edits only.
 
-Cost control (the CPU bottleneck is greedy generation): an editor's output is generated where its text is
-needed (every question for the unedited model, one-step MRC and EREN's first step; in-scope questions for
-fine-tuning). The unrelated questions of the fine-tuning editor only need "is the output unchanged?", which the
-exact teacher-forced test ``editors.greedy_reproduces`` decides with one forward pass instead of a generation.
+Every editor's answer to every question is generated (the answer-level measure of behaviour preservation
+needs the text); EREN's refusal decision adds one teacher-forced scoring pass (``editors.refusal_by_logprob``).
 """
 
 from __future__ import annotations
@@ -90,12 +88,15 @@ def train_ft_editor(base, tok, questions: list[str], answers: list[str], s: Sett
 
 
 def run_seed(model, tok, encoder, enc_tok, memory: E.NoteMemory, questions: pd.DataFrame,
-             ft_answers: dict[int, tuple[str, str]], s: Settings, seed: int, device: str,
-             progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Evaluate the four editors on one seed's questions.
+             ft_answers: dict[int, tuple[str, str]], edit_answers: dict[int, str], s: Settings, seed: int,
+             device: str, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Evaluate the editors on one seed's questions.
 
-    ``ft_answers`` maps each edit id to the (question, answer) example the fine-tuning editor learns.
-    Returns (one row per question x method, the FT training curve, timings in seconds).
+    ``ft_answers`` maps each edit id to the (question, answer) example the fine-tuning editor learns;
+    ``edit_answers`` maps each edit id to its new answer (a leak candidate for its own unrelated questions).
+    Methods: ``unedited``, ``one_step``, ``eren``, ``ft`` and ``eren_permuted`` (EREN with its refusal
+    decisions permuted among the seed's questions: the same refusal rate, blind to the question; the
+    falsification control). Returns (one row per question x method, the FT training curve, timings in s).
     """
     timings: dict[str, float] = {}
     q = questions.reset_index(drop=True)
@@ -114,6 +115,10 @@ def run_seed(model, tok, encoder, enc_tok, memory: E.NoteMemory, questions: pd.D
     contexts = memory.contexts(top)
     gold = np.array([memory.notes.index(note) if note in memory.notes else -1 for note in q["note"]])
     retrieved_gold = (top == gold[:, None]).any(axis=1)
+    note_answers = [[memory.answers[j] for j in row] for row in top]
+    # answers whose appearance in an unrelated answer counts as a leak: the retrieved notes' and the own edit's
+    candidates = [list(dict.fromkeys([a for a in na if a] + [edit_answers[int(e)]]))
+                  for na, e in zip(note_answers, q["edit_id"])]
     tick("retrieval", t0)
 
     # unedited model: closed-book answers to every question (the reference for behaviour preservation)
@@ -123,8 +128,7 @@ def run_seed(model, tok, encoder, enc_tok, memory: E.NoteMemory, questions: pd.D
     ref_text = E.decode(tok, ref_ids)
     tick("unedited", t0)
 
-    # one-step MRC: always answer from the retrieved notes (generated for every question, so that its answers
-    # to unrelated questions can be compared with EREN's for note leakage)
+    # one-step MRC: always answer from the retrieved notes
     t0 = time.perf_counter()
     one_ids = E.chat_prompt_ids(tok, [E.mrc_prompt(c, x, two_step=False) for c, x in zip(contexts, q["question"])])
     gen = E.generate_ids(model, tok, one_ids, mnt, bs, device)
@@ -132,54 +136,59 @@ def run_seed(model, tok, encoder, enc_tok, memory: E.NoteMemory, questions: pd.D
     one_same = [a == b for a, b in zip(gen, ref_ids)]
     tick("one_step", t0)
 
-    # EREN: two-step MRC; "unanswerable" falls back to the closed-book answer (= the unedited output)
+    # EREN: two-step MRC. Refusal = the complete reply "Unanswerable" is at least as probable as the reader's
+    # greedy reply, or that reply says "unanswerable"; a refusal falls back to the closed-book answer
     t0 = time.perf_counter()
     two_ids = E.chat_prompt_ids(tok, [E.mrc_prompt(c, x, two_step=True) for c, x in zip(contexts, q["question"])])
     step1_ids = E.generate_ids(model, tok, two_ids, mnt, bs, device)
     step1_text = E.decode(tok, step1_ids)
-    refused = [E.is_refusal(t) for t in step1_text]
-    eren_text = [r if f else t for r, t, f in zip(ref_text, step1_text, refused)]
-    eren_same = [f or a == b for f, a, b in zip(refused, step1_ids, ref_ids)]
+    refused_text = np.array([E.is_refusal(t) for t in step1_text])
+    refused_lp, lp_refuse, lp_reply = E.refusal_by_logprob(model, tok, two_ids, step1_ids, bs, device)
+    refused = refused_lp | refused_text
     tick("eren", t0)
 
-    # fine-tuning editor (LoRA on the seed's edits), answering closed-book; its answers to unrelated questions
-    # are only compared with the unedited ones, so the exact teacher-forced test replaces generation there
+    def fallback(flags):
+        return ([r if f else t for r, t, f in zip(ref_text, step1_text, flags)],
+                [bool(f) or a == b for f, a, b in zip(flags, step1_ids, ref_ids)])
+
+    eren_text, eren_same = fallback(refused)
+    permuted = np.random.default_rng([seed, 7]).permutation(refused)
+    perm_text, perm_same = fallback(permuted)
+
+    # fine-tuning editor (LoRA on the seed's edits), answering closed-book every question
     t0 = time.perf_counter()
-    idx_s, idx_u = np.flatnonzero(scope), np.flatnonzero(~scope)
     edits = sorted(q["edit_id"].unique())
     ft_model, curve = train_ft_editor(model, tok, [ft_answers[e][0] for e in edits],
                                       [ft_answers[e][1] for e in edits], s, seed, device, progress)
     timings["ft_train"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    ft_text = [""] * n
-    ft_same = [False] * n
-    gen = E.generate_ids(ft_model, tok, [qa_ids[i] for i in idx_s], mnt, bs, device)
-    for i, g, t in zip(idx_s, gen, E.decode(tok, gen)):
-        ft_text[i], ft_same[i] = t, g == ref_ids[i]
-    same = E.greedy_reproduces(ft_model, [qa_ids[i] for i in idx_u], [ref_ids[i] for i in idx_u],
-                               tok.pad_token_id, bs, device)
-    for i, v in zip(idx_u, same):
-        ft_same[i] = v
+    gen = E.generate_ids(ft_model, tok, qa_ids, mnt, bs, device)
+    ft_text = E.decode(tok, gen)
+    ft_same = [a == b for a, b in zip(gen, ref_ids)]
     del ft_model
     tick("ft_eval", t1)
     timings["ft"] = time.perf_counter() - t0
 
-    note_answers = [[memory.answers[j] for j in row] for row in top]
     rows = []
-    outputs = {"unedited": (ref_text, [True] * n), "one_step": (one_text, one_same),
-               "eren": (eren_text, eren_same), "ft": (ft_text, ft_same)}
+    outputs = {"unedited": (ref_text, [True] * n, [False] * n), "one_step": (one_text, one_same, [False] * n),
+               "eren": (eren_text, eren_same, refused), "ft": (ft_text, ft_same, [False] * n),
+               "eren_permuted": (perm_text, perm_same, permuted)}
     for i, r in q.iterrows():
-        for method, (texts, unchanged) in outputs.items():
+        for method, (texts, unchanged, refusals) in outputs.items():
             if r["kind"] == "scope":
-                score = E.contains_answer(texts[i], r["target"])
+                score = score_ans = E.contains_answer(texts[i], r["target"])
+                leak = False
             else:
-                score = bool(unchanged[i])  # behaviour preserved: output identical to the unedited output
+                score = bool(unchanged[i])  # exact: output identical to the unedited output
+                leak = method != "unedited" and E.leaks(texts[i], ref_text[i], candidates[i])
+                score_ans = not leak  # answer-level: no edit's answer leaked into the output
             rows.append(dict(seed=seed, edit_id=r["edit_id"], kind=r["kind"], question=r["question"],
-                             target=r["target"], method=method, score=int(score), output=texts[i],
-                             refused=int(refused[i]) if method == "eren" else 0,
+                             target=r["target"], method=method, score=int(score), score_ans=int(score_ans),
+                             leak=int(leak), output=texts[i], refused=int(refusals[i]),
+                             refused_text=int(refused_text[i]) if method == "eren" else 0,
+                             lp_refuse=float(lp_refuse[i]), lp_reply=float(lp_reply[i]),
                              retrieved_gold=int(retrieved_gold[i]), context=contexts[i],
-                             step1_output=step1_text[i] if method == "eren" else "",
-                             ft_trained=int(r["question"] == ft_answers[r["edit_id"]][0]),
-                             leak=int(method in ("one_step", "eren") and r["kind"] != "scope"
-                                      and E.leaks(texts[i], ref_text[i], note_answers[i]))))
+                             leak_candidates="|".join(candidates[i]),
+                             step1_output=step1_text[i] if method in ("eren", "eren_permuted") else "",
+                             ft_trained=int(r["question"] == ft_answers[r["edit_id"]][0])))
     return pd.DataFrame(rows), curve.assign(seed=seed), timings
