@@ -178,6 +178,9 @@ def paper_block(slug: str) -> str:
     figures = sorted(paths.results_dir(slug).glob("*.png"))
     for fig in figures:
         out += ["", f"![{fig.stem}](../../results/{slug}/{fig.name})"]
+    bib = paths.paper_dir(slug) / "paper.bib"
+    if bib.exists():
+        out += ["", "The replicated paper ([paper.bib](paper.bib)):", "", "```bibtex", bib.read_text().strip(), "```"]
     return "\n".join(out)
 
 

@@ -186,6 +186,14 @@ and control make the verdict able to come out either way.
 {marker}: what `smoke`, `small` and `full` cost, and where `full` was (or was not) run.
 '''
 
+BIBTEX = '''@misc{{{slug},
+  author = {{{marker}: Surname, A. and Surname, B.}},
+  title  = {{{title}}},
+  year   = {{{marker}}},
+  url    = {{{url}}}
+}}
+'''
+
 TEST = '''"""papers.{slug}: {marker}: test the generators, losses and metrics against hand-computed cases."""
 
 import pytest
@@ -280,6 +288,7 @@ def scaffold_paper(slug: str, title: str, url: str, grade: str = "B") -> list[Pa
         pdir / "claims.yaml": REGISTRY.format(**fields),
         pdir / f"{slug}.nb.py": NOTEBOOK.format(**fields),
         pdir / "README.md": README.format(**fields),
+        pdir / "paper.bib": BIBTEX.format(**fields),
         test_file: TEST.format(**fields),
     }
     import yaml

@@ -4,6 +4,7 @@ and a second `dvc repro` reruns nothing."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,11 @@ def test_paper_directory_has_the_contract_files(slug):
 
     meta = read_meta(slug)
     assert set(meta) >= {"title", "url", "grade", "citation"}
+    bib = (d / "paper.bib").read_text() if (d / "paper.bib").exists() else ""
+    assert bib.lstrip().startswith("@"), f"papers/{slug}/paper.bib (the BibTeX of the replicated paper) is missing"
+    for field in ("author", "title", "year", "url"):
+        assert re.search(rf"^\s*{field}\s*=", bib, re.M), f"papers/{slug}/paper.bib has no {field}"
+    assert meta["url"] in bib, f"papers/{slug}/paper.bib does not cite {meta['url']}"
     assert meta["grade"] in {"A", "B", "C", "D"} and meta["url"].startswith("https://")
 
 

@@ -38,7 +38,7 @@ def test_new_paper_runs_and_only_its_markers_fail_the_checks(scratch_repo):
     assert res.returncode == 0, res.stderr
     pdir = scratch_repo / "papers" / "demo_paper"
     assert {p.name for p in pdir.iterdir()} == {"__init__.py", "method.py", "claims.yaml", "demo_paper.nb.py",
-                                                 "README.md"}
+                                                 "README.md", "paper.bib"}
     stage = yaml.safe_load((scratch_repo / "dvc.yaml").read_text())["stages"]["demo_paper"]
     assert "papers/demo_paper/method.py" in stage["deps"] and "shared/stats.py" in stage["deps"]
     assert "papers/demo_paper/claims.yaml" in stage["deps"]
