@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from papers.program_meaning import analysis as an
-from papers.program_meaning.experiment import (TaskConfig, linear_probe, make_claims, probe_accuracies,
-                                               probe_rows, program_features, state_labels)
+from papers.program_meaning.experiment import (TaskConfig, best_constant_program, linear_probe, probe_accuracies,
+                                               probe_rows, program_features, score_programs, state_labels)
+from shared.claims import load_claims
 from papers.program_meaning.karel import (ACTIONS, ACTION_WEIGHTS, NOOP, PICK_MARKER, PUT_MARKER, SEMANTICS,
                                           SpecSet, Vocab, Worlds, execute, pad_programs, run_program,
                                           sample_programs, sample_specs, sample_worlds, world_from_grid)
@@ -168,61 +169,135 @@ def test_probe_accuracies_position_needs_both_coordinates():
     assert acc[("original", "direction")] == 1.0 and acc[("original", "position")] == 0.5
 
 
-# --- verdict rules ---------------------------------------------------------------------------------------
+def test_probe_accuracies_on_differing_states_only():
+    heads = [(sem, 0, c) for sem in ("original", "opposite") for c in ("direction", "x", "y")]
+    # rows: direction labels original/opposite 1/3 (differ), 2/2 (same), 0/2 (differ); cells all the same
+    Y = np.array([[1, 0, 0, 3, 0, 0], [2, 1, 1, 2, 1, 1], [0, 2, 2, 2, 2, 2]])
+    pred = np.array([[1, 0, 0, 1, 0, 0], [0, 1, 1, 0, 1, 1], [0, 2, 2, 2, 2, 2]])
+    orig = probe_accuracies(pred, Y, heads, differ_from="opposite")
+    alt = probe_accuracies(pred, Y, heads, differ_from="original")
+    assert orig[("original", "direction")] == 1.0 and orig[("original", "n_direction")] == 2  # rows 0, 2
+    assert alt[("opposite", "direction")] == 0.5 and alt[("opposite", "n_direction")] == 2  # row 0 wrong
+    assert np.isnan(orig[("original", "position")]) and orig[("original", "n_position")] == 0
+    assert probe_accuracies(pred, Y, heads)[("original", "direction")] == pytest.approx(2 / 3)
 
-def _tables(sc_orig, sc_opp, gen_acc, length_diff=(-1.0, -1.2, -0.8)):
-    """Synthetic tables: sc_* and gen_acc are {seed: [values over steps]}."""
+
+def test_spec_blind_baseline_and_scoring():
+    v = Vocab(3)
+    specs = [_single_spec(WORLD, p) for p in (["move"], ["move"], ["turn_left"], ["move", "put_marker"])]
+    joined = SpecSet(np.concatenate([pad_programs([list(s.programs[0])], 2) for s in specs]),
+                     np.array([1, 1, 1, 2]), Worlds(3, *(np.concatenate([getattr(s.inputs, k) for s in specs])
+                                                         for k in ("x", "y", "d", "walls", "markers"))),
+                     Worlds(3, *(np.concatenate([getattr(s.outputs, k) for s in specs])
+                                 for k in ("x", "y", "d", "walls", "markers"))), 1)
+    prog, acc = best_constant_program(joined, 4)
+    assert prog == [0] and acc == 0.5  # `move` solves the first two; ties go to the shortest program
+    sc = score_programs([[0], [0, 3], [1], [2]], joined)
+    assert sc["gen_acc"] == 0.5 and sc["n_correct"] == 2 and sc["length_diff_correct"] == 0.0
+    assert sc["turn_fraction"] == 0.5
+    del v
+
+
+def test_partial_spearman_removes_the_shared_time_trend():
+    step = np.arange(10)
+    rng = np.random.default_rng(0)
+    a, b = 3 * step + rng.normal(0, 2, 10), 3 * step + rng.normal(0, 2, 10)  # trend + independent noise
+    assert st_spearman(a, b) > 0.9 and abs(an.partial_spearman(a, b, step)) < 0.5
+    assert np.isnan(an.partial_spearman(step, step ** 2, step))  # both monotone in time: nothing is left
+    wiggle = np.array([0, 1, 0, 1, 0, 1, 0, 1, 0, 1.0])
+    assert an.partial_spearman(step + 3 * wiggle, step + 3 * wiggle, step) == pytest.approx(1.0)
+    assert np.isnan(an.partial_spearman([1, 2, 3], [1, 2, 3], [1, 2, 3]))
+
+
+def st_spearman(a, b):
+    from scipy import stats
+
+    return stats.spearmanr(a, b).statistic
+
+
+def _tables(gen_acc, sc_trained, sc_init=None, sc_other=None, gap=0.2, gap_init=0.0, length_diff=(-1.0, -1.2, -0.8),
+            blind_diff=(0.0, 0.1, -0.1), n_diff=100):
+    """Synthetic tables: gen_acc and sc_trained are {seed: [values over steps]}; sc_init/sc_other are
+    {seed: final value} of the init LMs (default 0.25); gap: original - opposite on differing states."""
     gen, probes = [], []
+    sc_init = sc_init or {s: 0.25 for s in gen_acc}
+    sc_other = sc_other or sc_init
     for seed, accs in gen_acc.items():
+        steps = len(accs)
         for i, a in enumerate(accs):
-            gen.append({"seed": seed, "step": 100 * (i + 1), "gen_acc": a, "gen_acc_all": a * 0.9,
-                        "n_correct": 10, "length_diff_correct": length_diff[seed]})
-            for sem, table in (("original", sc_orig), ("opposite", sc_opp)):
+            step = 100 * (i + 1)
+            gen.append({"seed": seed, "step": step, "gen_acc": a, "gen_acc_all": a * 0.9, "n_correct": 10,
+                        "length_diff_correct": length_diff[seed]})
+            feats = {"trained": sc_trained[seed][i]}
+            if i == steps - 1:
+                feats.update(init=sc_init[seed], init_other=sc_other[seed])
+            for f, v in feats.items():
+                g = gap if f == "trained" else gap_init
                 for k in (0, 1, 2):
                     for target in ("direction", "position"):
-                        probes.append({"seed": seed, "step": 100 * (i + 1), "semantics": sem, "offset": k,
-                                       "target": target, "accuracy": table[seed][i] - 0.05 * k, "majority": 0.2})
-    return pd.DataFrame(gen), pd.DataFrame(probes)
+                        base = {"seed": seed, "step": step, "features": f, "offset": k, "target": target,
+                                "majority": 0.2, "n_train": 100, "n_test": 100}
+                        probes.append({**base, "semantics": "original", "accuracy": v - 0.05 * k,
+                                       "accuracy_differing": float("nan"), "n_differing": 0})
+                        probes.append({**base, "semantics": "opposite", "accuracy": v - 0.05 * k,
+                                       "accuracy_differing": 0.6 - g, "n_differing": n_diff})
+                        probes.append({**base, "semantics": "original_vs_opposite", "accuracy": float("nan"),
+                                       "accuracy_differing": 0.6, "n_differing": n_diff})
+    baseline = pd.DataFrame([{"seed": s, "program": "move", "gen_acc": 0.17, "length_diff_correct": blind_diff[s],
+                              "n_correct": 50} for s in gen_acc])
+    return pd.DataFrame(gen), pd.DataFrame(probes), baseline
 
 
-def _claims():
-    return {c.id: c for c in make_claims()}
+ACC = {0: [0.1, 0.3, 0.25, 0.6, 0.8], 1: [0.05, 0.2, 0.45, 0.4, 0.7], 2: [0.1, 0.05, 0.4, 0.6, 0.75]}
+# semantic content that follows generative accuracy's wiggles (not only its trend)
+SC = {s: [0.3 + 0.6 * a for a in accs] for s, accs in ACC.items()}
 
 
-def test_verdicts_reproduced_on_a_clean_synthetic_run():
-    sc = {0: [0.3, 0.5, 0.7, 0.9], 1: [0.32, 0.45, 0.72, 0.88], 2: [0.28, 0.55, 0.69, 0.91]}
-    opp = {s: [v - 0.2 for v in vals] for s, vals in sc.items()}
-    acc = {0: [0.0, 0.2, 0.5, 0.8], 1: [0.05, 0.1, 0.6, 0.7], 2: [0.0, 0.3, 0.4, 0.75]}
-    gen, probes = _tables(sc, opp, acc)
-    c = _claims()
-    assert an.decide_generation(c["generation"], gen).verdict == "reproduced"
-    assert an.decide_emergence(c["semantic_emergence"], probes).verdict == "reproduced"
-    corr = an.decide_correlation(c["correlation"], gen, probes)
-    assert corr.verdict == "reproduced" and corr.measured.value == pytest.approx(1.0)
-    inter = an.decide_intervention(c["intervention"], probes)
-    assert inter.verdict == "reproduced" and inter.measured.value == pytest.approx(0.2)
-    assert an.decide_future(c["future_states"], probes).verdict == "reproduced"
-    assert an.decide_shorter(c["shorter_programs"], gen).verdict == "reproduced"
+def test_claims_reproduced_on_a_clean_synthetic_run():
+    gen, probes, blind = _tables(ACC, SC, blind_diff=(0.0, 0.05, -0.05))
+    c = an.evaluate_claims(load_claims("program_meaning"), gen, probes, blind)
+    assert c["generation_v2"].measured.value == pytest.approx(0.75)  # (0.8 + 0.7 + 0.75) / 3
+    assert c["generation_v2"].verdict == "reproduced" and c["generation_v2"].control_meets is False
+    em = c["semantic_emergence_v2"]  # trained 0.3 + 0.6 * final acc minus 0.25
+    assert em.measured.value == pytest.approx(0.3 + 0.6 * 0.75 - 0.25) and em.verdict == "reproduced"
+    assert em.control.measured.value == pytest.approx(0.0)
+    assert c["correlation_v2"].measured.value == pytest.approx(1.0) and c["correlation_v2"].verdict == "reproduced"
+    inter = c["intervention_v2"]
+    assert inter.measured.value == pytest.approx(0.2) and inter.verdict == "reproduced"
+    assert c["future_states_v2"].verdict == "reproduced"
+    assert c["shorter_programs_v2"].verdict == "reproduced"  # the spec-blind program's lengths straddle 0
 
 
-def test_verdicts_not_reproduced_and_inconclusive():
-    sc = {0: [0.6, 0.5, 0.4], 1: [0.62, 0.5, 0.41], 2: [0.6, 0.52, 0.39]}  # falls over training
-    acc = {0: [0.1, 0.3, 0.45], 1: [0.1, 0.35, 0.4], 2: [0.05, 0.3, 0.42]}  # rises: rho = -1
-    gen, probes = _tables(sc, sc, acc, length_diff=(1.0, 1.5, 1.2))
-    c = _claims()
-    assert an.decide_generation(c["generation"], gen).verdict == "inconclusive"  # below 0.5
-    assert an.decide_emergence(c["semantic_emergence"], probes).verdict == "not_reproduced"
-    assert an.decide_correlation(c["correlation"], gen, probes).verdict == "not_reproduced"
-    assert an.decide_intervention(c["intervention"], probes).verdict == "not_reproduced"  # gap exactly 0
-    assert an.decide_future(c["future_states"], probes).verdict == "not_reproduced"
-    assert an.decide_shorter(c["shorter_programs"], gen).verdict == "not_reproduced"
-    # flat generative accuracy: nothing to correlate with
-    flat = {s: [0.0, 0.01, 0.02] for s in acc}
-    gen_flat, probes_flat = _tables({s: [0.3, 0.5, 0.7] for s in acc}, sc, flat)
-    assert an.decide_correlation(c["correlation"], gen_flat, probes_flat).verdict == "inconclusive"
-    # one seed: no interval, no decision
-    one_gen, one_probes = _tables({0: [0.3, 0.9]}, {0: [0.1, 0.2]}, {0: [0.1, 0.9]})
-    assert an.decide_intervention(c["intervention"], one_probes).verdict == "inconclusive"
+def test_gate_failure_and_controls_that_meet_the_criterion():
+    low = {s: [a * 0.5 for a in accs] for s, accs in ACC.items()}  # final 0.4, 0.35, 0.375 < 0.5
+    gen, probes, blind = _tables(low, SC)
+    c = an.evaluate_claims(load_claims("program_meaning"), gen, probes, blind)
+    assert c["generation_v2"].verdict == "not_reproduced"  # no gate: the learning claim itself fails
+    for cid in ("semantic_emergence_v2", "correlation_v2", "intervention_v2", "future_states_v2",
+                "shorter_programs_v2"):
+        assert c[cid].verdict == "inconclusive" and c[cid].reason.startswith("gate failed"), cid
+    # gate passes, but the controls meet the criteria: the init LM shows the same gap; the spec-blind
+    # program is as much shorter; a second init is as far from the first as the trained LM
+    gen, probes, blind = _tables(ACC, SC, sc_other={0: 0.9, 1: 0.85, 2: 0.88}, gap_init=0.2,
+                                 blind_diff=(-1.0, -1.1, -0.9))
+    c = an.evaluate_claims(load_claims("program_meaning"), gen, probes, blind)
+    for cid in ("semantic_emergence_v2", "intervention_v2", "future_states_v2", "shorter_programs_v2"):
+        assert c[cid].verdict == "inconclusive" and c[cid].control_meets is True, cid
+    # too few differing states: the intervention cannot be tested
+    gen, probes, blind = _tables(ACC, SC, n_diff=10)
+    c = an.evaluate_claims(load_claims("program_meaning"), gen, probes, blind)
+    assert c["intervention_v2"].verdict == "inconclusive" and "differing" in c["intervention_v2"].reason
+
+
+def test_not_reproduced_when_the_gate_passes():
+    flat_sc = {s: [0.3] * 5 for s in ACC}  # no wiggle shared with accuracy, trained = init
+    gen, probes, blind = _tables(ACC, flat_sc, sc_init={0: 0.3, 1: 0.3, 2: 0.3}, gap=0.0,
+                                 length_diff=(0.5, 0.6, 0.4))
+    c = an.evaluate_claims(load_claims("program_meaning"), gen, probes, blind)
+    assert c["semantic_emergence_v2"].verdict == "not_reproduced"  # [0, 0] lies below 0.02
+    assert c["intervention_v2"].verdict == "not_reproduced"
+    assert c["shorter_programs_v2"].verdict == "not_reproduced"
+    assert c["correlation_v2"].verdict == "inconclusive"  # constant semantic content: no partial rho
 
 
 def test_task_config_specs_respect_held_out_switch():

@@ -15,11 +15,19 @@
   coordinates; position counts as right when x and y both are. Probes are fit on the generations for one
   set of specs and scored on those for the held-out test specs.
 - **Semantic intervention** (Sec. 4): the same hidden states, labelled with the states the same program
-  text produces under an alternative semantics (``karel.SEMANTICS``), give probe_alt.
+  text produces under an alternative semantics (``karel.SEMANTICS``), give probe_alt. Its effect is scored
+  only on the states where the two semantics disagree (``accuracy_differing``): elsewhere the labels are
+  the same and the gap is 0 by construction.
+- **Controls** (the registry, ``claims.yaml``): at the final checkpoint the same probes are also fit on the
+  hidden states of the LM *as initialised* (``features = "init"``, the same weights as step 0) and of a
+  second initialisation (``"init_other"``), all on the trained LM's generated programs; and the best
+  spec-blind program (one fixed program for every spec, :func:`best_constant_program`) is scored like the LM.
 """
 
 from __future__ import annotations
 
+import copy
+import itertools
 import time
 from dataclasses import dataclass
 
@@ -27,83 +35,11 @@ import numpy as np
 import torch
 
 from shared.lm import causal_lm_loss, greedy_generate, num_parameters, tiny_gpt2, tiny_llama
-from shared.metrics import Claim
 from shared.parallel import run_jobs
 from shared.seeding import seed_everything, torch_generator
 from shared.training import TrainConfig, train
 
-from .karel import TURN_LEFT, TURN_RIGHT, SpecSet, Vocab, execute, pad_programs, sample_specs
-
-# --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
-
-CLAIMS = {
-    "generation": dict(
-        statement="An LM trained only by next-token prediction on specs + programs learns to generate "
-                  "programs that satisfy held-out specifications (Sec. 2.2 / Fig. 2).",
-        criterion="Final-checkpoint generative accuracy (greedy program satisfies all shown examples of an "
-                  "unseen spec), mean over seeds >= 0.5: reproduced. Below: inconclusive (a small model "
-                  "that has not learned in a CPU budget does not refute the claim).",
-        paper_value="generative accuracy rises steadily over training to a high level (Fig. 2; exact value "
-                    "not retrieved for this replication)",
-    ),
-    "semantic_emergence": dict(
-        statement="Semantic content - probe accuracy for the current (unobserved) robot state on the LM's "
-                  "hidden states - increases over training (Sec. 3, Fig. 2).",
-        criterion="Per seed, semantic content (mean of facing-direction and position probe accuracy, "
-                  "original semantics, offset 0) at the last minus the first checkpoint; reproduced if the "
-                  "95% t interval over seeds lies above 0, not_reproduced if it lies below 0 or contains 0 "
-                  "with a mean <= 0, otherwise inconclusive.",
-        paper_value="semantic content rises from near a baseline level early in training to well above it "
-                    "(Fig. 2; exact values not retrieved)",
-    ),
-    "correlation": dict(
-        statement="Across training checkpoints semantic content is strongly and significantly correlated "
-                  "with generative accuracy (Sec. 3.2; v1 abstract: 'a strong, statistically significant "
-                  "correlation').",
-        criterion="Per seed, Spearman rho over checkpoints between semantic content (original, offset 0) "
-                  "and generative accuracy. Reproduced if the mean rho over seeds >= 0.7 and its 95% t "
-                  "interval lies above 0; not_reproduced if the interval's upper end < 0.7; otherwise "
-                  "inconclusive. Inconclusive as well if generative accuracy varies by < 0.05 over "
-                  "checkpoints in any seed (nothing to correlate with).",
-        paper_value="strong, statistically significant correlation (exact coefficient not retrieved)",
-    ),
-    "intervention": dict(
-        statement="Probes trained on the same hidden states to read the state under an alternative semantics "
-                  "(same program text, meanings swapped: turn_left<->turn_right, put<->pick, the authors' "
-                  "'opposite1') are less accurate than probes for the original semantics, so the semantics "
-                  "is represented by the LM rather than learned by the probe (Sec. 4).",
-        criterion="Final checkpoint, per seed: semantic content (offset 0) original minus opposite. "
-                  "Reproduced if the 95% t interval over seeds lies above 0; not_reproduced if its upper end "
-                  "<= 0; otherwise inconclusive.",
-        paper_value="probe_alt markedly below probe_orig at the end of training (Sec. 4; exact values not "
-                    "retrieved)",
-    ),
-    "future_states": dict(
-        statement="The LM's hidden states also encode future program states (one and two tokens ahead), "
-                  "with semantic content that increases over training (Sec. 3.3).",
-        criterion="For offsets 1 and 2 separately: per seed, semantic content (original) at the last minus "
-                  "the first checkpoint. Reproduced if both 95% t intervals lie above 0; not_reproduced if "
-                  "either lies below 0; otherwise inconclusive. (Majority-class baselines are reported "
-                  "alongside.)",
-        paper_value="future-state semantic content rises over training, below that of the current state "
-                    "(Sec. 3.3; exact values not retrieved)",
-    ),
-    "shorter_programs": dict(
-        statement="Correct programs generated by the LM are on average shorter than the reference programs "
-                  "of the same specs (v1 Sec. 5: outputs differ from the training distribution in a "
-                  "semantically meaningful way).",
-        criterion="Final checkpoint, per seed: mean over correctly solved test specs of (generated length - "
-                  "reference length). Reproduced if the 95% t interval over seeds lies below 0; "
-                  "not_reproduced if it lies above 0; otherwise inconclusive.",
-        paper_value="correct generated programs shorter on average than the references (exact lengths "
-                    "not retrieved)",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
-
+from .karel import ACTIONS, TURN_LEFT, TURN_RIGHT, SpecSet, Vocab, execute, pad_programs, sample_specs
 
 # --- configuration ---------------------------------------------------------------------------------------
 
@@ -241,19 +177,67 @@ def linear_probe(X_train: np.ndarray, Y_train: np.ndarray, X_test: np.ndarray, Y
     return pred, np.broadcast_to(majority, (len(X_test), len(n_classes)))
 
 
-def probe_accuracies(pred: np.ndarray, Y: np.ndarray, heads: list[tuple[str, int, str]]) -> dict[tuple[str, str], float]:
+def probe_accuracies(pred: np.ndarray, Y: np.ndarray, heads: list[tuple[str, int, str]],
+                     differ_from: str | None = None) -> dict[tuple[str, str], float]:
     """Accuracy per (semantics, target) from per-head predictions: direction, and position (x and y both
-    right), averaged over the shown examples. ``heads[h] = (semantics, example, coordinate)``."""
+    right), averaged over the shown examples. ``heads[h] = (semantics, example, coordinate)``.
+
+    With ``differ_from`` (a semantics among the heads), only the states whose label under the head's
+    semantics differs from the label under ``differ_from`` count (direction: the directions differ;
+    position: the cells differ); NaN when there is none."""
     right = pred == Y
+    col_all = {h: i for i, h in enumerate(heads)}
     out: dict[tuple[str, str], float] = {}
     for sem in dict.fromkeys(h[0] for h in heads):
         examples = sorted({h[1] for h in heads if h[0] == sem})
         col = {(h[1], h[2]): i for i, h in enumerate(heads) if h[0] == sem}
         direction = np.stack([right[:, col[(e, "direction")]] for e in examples], 1)
         position = np.stack([right[:, col[(e, "x")]] & right[:, col[(e, "y")]] for e in examples], 1)
-        out[(sem, "direction")] = float(direction.mean()) if direction.size else float("nan")
-        out[(sem, "position")] = float(position.mean()) if position.size else float("nan")
+        if differ_from is None:
+            keep_d = np.ones_like(direction)
+            keep_p = np.ones_like(position)
+        else:
+            ref = {(e, c): col_all[(differ_from, e, c)] for e in examples for c in ("direction", "x", "y")}
+            keep_d = np.stack([Y[:, col[(e, "direction")]] != Y[:, ref[(e, "direction")]] for e in examples], 1)
+            keep_p = np.stack([(Y[:, col[(e, "x")]] != Y[:, ref[(e, "x")]]) | (Y[:, col[(e, "y")]] != Y[:, ref[(e, "y")]])
+                               for e in examples], 1)
+        out[(sem, "direction")] = float(direction[keep_d].mean()) if keep_d.any() else float("nan")
+        out[(sem, "position")] = float(position[keep_p].mean()) if keep_p.any() else float("nan")
+        out[(sem, "n_direction")] = int(keep_d.sum())
+        out[(sem, "n_position")] = int(keep_p.sum())
     return out
+
+
+def best_constant_program(specs: SpecSet, max_length: int, enumerate_up_to: int = 4) -> tuple[list[int], float]:
+    """The spec-blind baseline: the one program (of 0 to ``min(max_length, enumerate_up_to)`` actions: 781
+    programs at 4) that satisfies the shown examples of the most specs in ``specs``; ties go to the shorter,
+    then the lexicographically first program. Returns (program, its accuracy on ``specs``)."""
+    top = min(max_length, enumerate_up_to)
+    best, best_acc = [], -1.0
+    for length in range(top + 1):
+        for prog in itertools.product(range(5), repeat=length):
+            padded = np.tile(np.array(prog + (-1,) * (top - length) + (-1,), dtype=np.int64), (len(specs), 1))
+            final, _ = execute(padded, specs.inputs[:, :specs.n_shown])
+            acc = float(final.equal(specs.outputs[:, :specs.n_shown]).all(1).mean())
+            if acc > best_acc:
+                best, best_acc = list(prog), acc
+    return best, best_acc
+
+
+def score_programs(programs: list[list[int]], specs: SpecSet) -> dict:
+    """Generative accuracy of ``programs`` (one per spec) and the length difference on the solved specs."""
+    parsed = pad_programs(programs)
+    final, _ = execute(parsed, specs.inputs)
+    ok = final.equal(specs.outputs)  # (B, E)
+    spec_ok = ok[:, :specs.n_shown].all(1)
+    gen_len = np.array([len(p) for p in programs])
+    return {"gen_acc": float(spec_ok.mean()), "gen_acc_all": float(ok.all(1).mean()),
+            "gen_length": float(gen_len.mean()),
+            # programs with a turn: the only tokens whose meaning the opposite semantics changes for the pose
+            "turn_fraction": float(np.mean([any(a in (TURN_LEFT, TURN_RIGHT) for a in p) for p in programs])),
+            "n_correct": int(spec_ok.sum()),
+            "length_diff_correct": (float((gen_len[spec_ok] - specs.lengths[spec_ok]).mean())
+                                    if spec_ok.any() else float("nan"))}
 
 
 # --- one checkpoint --------------------------------------------------------------------------------------
@@ -274,64 +258,73 @@ def make_eval_sets(task: TaskConfig, vocab: Vocab, run: RunConfig, seed: int) ->
 
 
 def evaluate_checkpoint(model, vocab: Vocab, sets: EvalSets, task: TaskConfig, run: RunConfig,
-                        device: str) -> tuple[dict, list[dict]]:
+                        device: str, feature_models: dict | None = None) -> tuple[dict, list[dict]]:
     """Generative accuracy and probe accuracies of one checkpoint.
 
-    Returns (generation summary, probe rows ``{semantics, offset, target, accuracy, majority, n_train,
-    n_test}``)."""
-    gen = {}
+    The probes read the hidden states of ``model`` (``features = "trained"``) and of every model in
+    ``feature_models`` (name -> model), all on the programs that ``model`` generated.
+    Returns (generation summary, probe rows ``{features, semantics, offset, target, accuracy, majority,
+    accuracy_differing, n_differing, n_train, n_test}``; ``accuracy_differing`` counts only the states
+    where the semantics disagrees with the original one)."""
     progs = {}
     for name, specs, prompts in (("probe", sets.probe, sets.probe_prompts), ("test", sets.test, sets.test_prompts)):
         progs[name] = generate_programs(model, vocab, prompts, task.max_length, device, run.eval_batch_size)
-    # generative accuracy on the test specs (original semantics, all examples)
-    test = sets.test
-    parsed = pad_programs(progs["test"])
-    final, _ = execute(parsed, test.inputs)
-    ok = final.equal(test.outputs)  # (B, E)
-    spec_ok = ok[:, :test.n_shown].all(1)
-    gen_len = np.array([len(p) for p in progs["test"]])
-    gen["gen_acc"] = float(spec_ok.mean())
-    gen["gen_acc_all"] = float(ok.all(1).mean())
-    gen["gen_length"] = float(gen_len.mean())
-    # programs with a turn: the only tokens whose meaning the opposite semantics changes for the pose
-    gen["turn_fraction"] = float(np.mean([any(a in (TURN_LEFT, TURN_RIGHT) for a in p) for p in progs["test"]]))
-    gen["n_correct"] = int(spec_ok.sum())
-    gen["length_diff_correct"] = (float((gen_len[spec_ok] - test.lengths[spec_ok]).mean())
-                                  if spec_ok.any() else float("nan"))
+    gen = score_programs(progs["test"], sets.test)
 
-    # probes: features of the generated programs, labels from running them under each semantics
-    data = {}
-    for name, specs, prompts in (("probe", sets.probe, sets.probe_prompts), ("test", sets.test, sets.test_prompts)):
-        X, tasks, toks = program_features(model, vocab, prompts, progs[name], device, run.eval_batch_size)
-        lengths = np.array([len(p) for p in progs[name]])
+    labels, lengths = {}, {}
+    for name, specs in (("probe", sets.probe), ("test", sets.test)):
+        lengths[name] = np.array([len(p) for p in progs[name]])
         padded = pad_programs(progs[name], task.max_length + 1)
-        labels = {s: state_labels(specs, padded, s) for s in run.semantics}
-        data[name] = (X, tasks, toks, lengths, labels)
-
+        labels[name] = {s: state_labels(specs, padded, s) for s in run.semantics}
     heads = [(s, e, c) for s in run.semantics for e in range(task.n_shown) for c in ("direction", "x", "y")]
     n_classes = [4 if c == "direction" else task.n for _, _, c in heads]
+    models = {"trained": model, **(feature_models or {})}
     rows = []
-    for offset in run.offsets:
-        XY = {}
-        for name in ("probe", "test"):
-            X, tasks, toks, lengths, labels = data[name]
-            keep, t_idx = probe_rows(tasks, toks, lengths, offset)
-            b = tasks[keep]
-            Y = np.stack([labels[s][c][b, e, t_idx] for s, e, c in heads], 1) if keep.any() else \
-                np.zeros((0, len(heads)), int)
-            XY[name] = (X[keep], Y.astype(np.int64))
-        (Xtr, Ytr), (Xte, Yte) = XY["probe"], XY["test"]
-        if len(Xtr) < 10 or len(Xte) < 1:  # too few generated tokens to fit or score a probe
+    for fname, fmodel in models.items():
+        data = {}
+        for name, prompts in (("probe", sets.probe_prompts), ("test", sets.test_prompts)):
+            data[name] = program_features(fmodel, vocab, prompts, progs[name], device, run.eval_batch_size)
+        for offset in run.offsets:
+            XY = {}
+            for name in ("probe", "test"):
+                X, tasks, toks = data[name]
+                keep, t_idx = probe_rows(tasks, toks, lengths[name], offset)
+                b = tasks[keep]
+                Y = np.stack([labels[name][s][c][b, e, t_idx] for s, e, c in heads], 1) if keep.any() else \
+                    np.zeros((0, len(heads)), int)
+                XY[name] = (X[keep], Y.astype(np.int64))
+            (Xtr, Ytr), (Xte, Yte) = XY["probe"], XY["test"]
+            base = {"features": fname, "offset": offset, "n_train": len(Xtr), "n_test": len(Xte)}
+            if len(Xtr) < 10 or len(Xte) < 1:  # too few generated tokens to fit or score a probe
+                for s in run.semantics:
+                    for target in TARGETS:
+                        rows.append({**base, "semantics": s, "target": target, "accuracy": float("nan"),
+                                     "majority": float("nan"), "accuracy_differing": float("nan"),
+                                     "n_differing": 0})
+                continue
+            pred, maj = linear_probe(Xtr, Ytr, Xte, Yte, n_classes, run.probe_alpha)
+            acc, majority = probe_accuracies(pred, Yte, heads), probe_accuracies(maj, Yte, heads)
+            diff = {}
+            for s in run.semantics:  # each semantics' states that differ from the original's, both probes
+                if s == "original":
+                    continue
+                pair = [h for h in heads if h[0] in ("original", s)]
+                idx = [heads.index(h) for h in pair]
+                d = probe_accuracies(pred[:, idx], Yte[:, idx], pair, differ_from=s)  # original on those states
+                d_alt = probe_accuracies(pred[:, idx], Yte[:, idx], pair, differ_from="original")
+                for target in TARGETS:
+                    diff[(s, target)] = (d_alt[(s, target)], d_alt[(s, f"n_{target}")])
+                    diff[(f"original_vs_{s}", target)] = (d[("original", target)], d[("original", f"n_{target}")])
             for s in run.semantics:
                 for target in TARGETS:
-                    rows.append({"semantics": s, "offset": offset, "target": target, "accuracy": float("nan"),
-                                 "majority": float("nan"), "n_train": len(Xtr), "n_test": len(Xte)})
-            continue
-        pred, maj = linear_probe(Xtr, Ytr, Xte, Yte, n_classes, run.probe_alpha)
-        acc, base = probe_accuracies(pred, Yte, heads), probe_accuracies(maj, Yte, heads)
-        for (s, target), a in acc.items():
-            rows.append({"semantics": s, "offset": offset, "target": target, "accuracy": a,
-                         "majority": base[(s, target)], "n_train": len(Xtr), "n_test": len(Xte)})
+                    rows.append({**base, "semantics": s, "target": target, "accuracy": acc[(s, target)],
+                                 "majority": majority[(s, target)],
+                                 "accuracy_differing": diff.get((s, target), (float("nan"), 0))[0],
+                                 "n_differing": diff.get((s, target), (float("nan"), 0))[1]})
+            for (s, target), (a, n) in diff.items():
+                if s.startswith("original_vs_"):
+                    rows.append({**base, "semantics": s, "target": target, "accuracy": float("nan"),
+                                 "majority": float("nan"), "accuracy_differing": a, "n_differing": n})
     return gen, rows
 
 
@@ -341,7 +334,13 @@ def train_and_probe(task: TaskConfig, model_cfg: ModelConfig, run: RunConfig, se
                     progress: bool = True):
     """Train one LM (seed ``seed``), evaluating ``run.n_checkpoints`` evenly spaced checkpoints.
 
-    Returns (generation table, probe table, training-curve table, number of parameters)."""
+    At the last checkpoint the probes are also fit on the hidden states of this LM as initialised
+    (``features = "init"``) and of another initialisation (``"init_other"``, torch seed ``seed + 500_000``),
+    on the programs the trained LM generated. The spec-blind baseline (:func:`best_constant_program`,
+    chosen on the probe specs) is scored on the test specs.
+
+    Returns (generation table, probe table, training-curve table, spec-blind baseline row, number of
+    parameters)."""
     import pandas as pd
 
     vocab = Vocab(task.n)
@@ -354,6 +353,13 @@ def train_and_probe(task: TaskConfig, model_cfg: ModelConfig, run: RunConfig, se
 
     seed_everything(seed)
     model = build_lm(vocab, max_len, model_cfg).to(device)
+    init_models = {"init": copy.deepcopy(model).eval()}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 500_000)
+        init_models["init_other"] = build_lm(vocab, max_len, model_cfg).to(device).eval()
+    blind, blind_probe_acc = best_constant_program(sets.probe, task.max_length)
+    baseline = {"seed": seed, "program": " ".join(ACTIONS[a] for a in blind) or "(empty)",
+                "probe_acc": blind_probe_acc, **score_programs([blind] * len(sets.test), sets.test)}
     gen = torch_generator(seed)
     order: list[torch.Tensor] = []
     current = [0]  # optimisation steps done when eval_fn runs
@@ -377,13 +383,15 @@ def train_and_probe(task: TaskConfig, model_cfg: ModelConfig, run: RunConfig, se
     probe_rows_: list[dict] = []
 
     def eval_fn(m) -> dict[str, float]:
-        g, p = evaluate_checkpoint(m, vocab, sets, task, run, device)
         ckpt_step = current[0]
+        g, p = evaluate_checkpoint(m, vocab, sets, task, run, device,
+                                   init_models if ckpt_step >= run.steps else None)
         gen_rows.append({"seed": seed, "step": ckpt_step, **g})
         probe_rows_.extend({"seed": seed, "step": ckpt_step, **r} for r in p)
-        sc = np.mean([r["accuracy"] for r in p if r["semantics"] == "original" and r["offset"] == 0])
+        p0 = [r for r in p if r["features"] == "trained" and r["offset"] == 0]
+        sc = np.mean([r["accuracy"] for r in p0 if r["semantics"] == "original"])
         if progress:
-            alt = np.mean([r["accuracy"] for r in p if r["semantics"] == "opposite" and r["offset"] == 0])
+            alt = np.mean([r["accuracy"] for r in p0 if r["semantics"] == "opposite"])
             print(f"  seed {seed} step {ckpt_step}: gen_acc {g['gen_acc']:.3f}, semantic content {sc:.3f} "
                   f"(opposite {alt:.3f}), mean generated length {g['gen_length']:.2f}", flush=True)
         return {"gen_acc": g["gen_acc"], "semantic_content": float(sc)}
@@ -398,12 +406,13 @@ def train_and_probe(task: TaskConfig, model_cfg: ModelConfig, run: RunConfig, se
         print(f"seed {seed}: {num_parameters(model)} parameters, {time.perf_counter() - t0:.0f} s, final gen_acc "
               f"{gen_rows[-1]['gen_acc']:.3f}", flush=True)
     curve = history.to_frame().assign(seed=seed)
-    return pd.DataFrame(gen_rows), pd.DataFrame(probe_rows_), curve, num_parameters(model)
+    return pd.DataFrame(gen_rows), pd.DataFrame(probe_rows_), curve, baseline, num_parameters(model)
 
 
 def run_all(task: TaskConfig, model_cfg: ModelConfig, run: RunConfig, seeds: list[int], device: str,
             progress: bool = True, workers: int = 1):
-    """Every seed; returns concatenated (generation, probes, curves) tables and the parameter count.
+    """Every seed; returns concatenated (generation, probes, curves, spec-blind baseline) tables and the
+    parameter count.
 
     With ``workers > 1`` the seeds train in parallel single-threaded processes (shared.parallel.run_jobs):
     the seeds are independent and a model this small uses one core best. Results do not depend on
@@ -412,6 +421,6 @@ def run_all(task: TaskConfig, model_cfg: ModelConfig, run: RunConfig, seeds: lis
 
     jobs = [(task, model_cfg, run, seed, device, progress and workers <= 1) for seed in seeds]
     results = run_jobs(train_and_probe, jobs, min(workers, len(seeds)))
-    gens, probes, curves, n_params = zip(*results)
+    gens, probes, curves, baselines, n_params = zip(*results)
     return pd.concat(gens, ignore_index=True), pd.concat(probes, ignore_index=True), \
-        pd.concat(curves, ignore_index=True), n_params[0]
+        pd.concat(curves, ignore_index=True), pd.DataFrame(list(baselines)), n_params[0]

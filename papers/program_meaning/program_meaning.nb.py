@@ -14,8 +14,9 @@
 # the program text but swaps the meanings of the actions (turn_left <-> turn_right, put <-> pick) makes the
 # probes worse, so the semantics lives in the LM, not in the probe.
 #
-# The claims and the criteria that decide them are fixed in `experiment.CLAIMS` and in the README before
-# any result; this notebook runs the experiment and computes the verdicts from the numbers.
+# The claims, their gates and controls are registered in `claims.yaml` before any result; this notebook
+# runs the experiment, measures each claim's statistic (`analysis.measure_*`) and `shared.claims` turns the
+# measurement, the gate and the control into the verdict.
 
 # %% tags=["parameters"]
 profile: str = "small"  # parameter profile (set by the runner)
@@ -34,18 +35,18 @@ architecture: str = "llama"  # transformers model class of the LM | x in ("llama
 d_model: int = 64  # LM width | x >= 8 and x % n_heads == 0
 n_layers: int = 2  # LM depth | 1 <= x <= 24
 n_heads: int = 4  # attention heads | x >= 1
-steps: int = 3000  # optimisation steps per LM | x >= 1
+steps: int = 8000  # optimisation steps per LM | x >= 1
 batch_size: int = 32  # sequences per step | x >= 1
 lr: float = 0.003  # AdamW peak learning rate (cosine decay to 10%) | 0 < x < 1
 warmup_steps: int = 50  # linear warmup steps | 0 <= x < steps
 spec_loss: bool = True  # next-token loss on the specification tokens too, as the paper's LM objective
 n_train: int = 40000  # training tasks (program + its specification) | x >= batch_size
-n_checkpoints: int = 8  # evenly spaced checkpoints that are evaluated and probed | 2 <= x <= steps
+n_checkpoints: int = 10  # evenly spaced checkpoints that are evaluated and probed | 2 <= x <= steps
 n_probe_train: int = 600  # specs whose generated programs train the probes | x >= 10
 n_test: int = 300  # held-out specs: generative accuracy and probe scores | x >= 10
 probe_alpha: float = 1.0  # ridge penalty of the linear probes (standardised features) | x > 0
 torch_threads: int = 1  # CPU threads for torch when workers = 1 (parallel workers use one each) | x >= 1
-workers: int = 2  # seeds trained in parallel processes (results do not depend on it; use 1 on a GPU) | x >= 1
+workers: int = 3  # seeds trained in parallel processes (results do not depend on it; use 1 on a GPU) | x >= 1
 
 # %%
 import matplotlib.pyplot as plt
@@ -54,8 +55,9 @@ import seaborn as sns
 
 from papers.program_meaning import TITLE, URL
 from papers.program_meaning import analysis as an
-from papers.program_meaning.experiment import ModelConfig, RunConfig, TaskConfig, make_claims, run_all
+from papers.program_meaning.experiment import ModelConfig, RunConfig, TaskConfig, run_all
 from papers.program_meaning.karel import Vocab, execute
+from shared.claims import load_claims
 from shared.device import pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
@@ -100,40 +102,40 @@ for sem in ("original", "opposite"):
 # its hidden states at the positions that generated the program tokens are the probe features.
 
 # %%
-generation, probes, curves, n_parameters = run_all(task, model_cfg, run, seeds, device, progress,
-                                                   workers=workers if device == "cpu" else 1)
+generation, probes, curves, baseline, n_parameters = run_all(task, model_cfg, run, seeds, device, progress,
+                                                             workers=workers if device == "cpu" else 1)
 summary = an.checkpoint_summary(generation, probes)
 print(f"LM parameters: {n_parameters}")
-summary.groupby("step")[["gen_acc", "gen_acc_all", "sc_original_0", "sc_opposite_0", "sc_random_0",
-                         "majority_0", "sc_original_1", "sc_original_2", "gen_length", "turn_fraction"]].mean().round(3)
+print("spec-blind baseline (one program for every spec):")
+print(baseline.to_string(index=False))
+summary.groupby("step")[["gen_acc", "gen_acc_all", "sc_original_0", "sc_opposite_0", "scdiff_original_0",
+                         "scdiff_opposite_0", "majority_0", "sc_original_1", "sc_original_2", "gen_length",
+                         "turn_fraction"]].mean().round(3)
 
 # %% [markdown]
 # ## Verdicts
 
 # %%
-claims = {c.id: c for c in make_claims()}
-an.decide_generation(claims["generation"], generation)
-an.decide_emergence(claims["semantic_emergence"], probes)
-an.decide_correlation(claims["correlation"], generation, probes)
-an.decide_intervention(claims["intervention"], probes, "opposite")
-an.decide_future(claims["future_states"], probes)
-an.decide_shorter(claims["shorter_programs"], generation)
+claims = an.evaluate_claims(load_claims("program_meaning"), generation, probes, baseline)
 pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
-               "ci_high": c.measured.ci_high, "verdict": c.verdict, "detail": c.detail}
-              for c in claims.values()])
+               "ci_high": c.measured.ci_high, "gate": None if c.gate is None else c.gate.passed,
+               "control": c.control.measured.value if c.control else None, "verdict": c.verdict,
+               "reason": c.reason} for c in claims.values()])
 
 # %% [markdown]
 # ## Figure: semantic content and generative accuracy over training
 # Left: generative accuracy and the current-state probe accuracy under the original and the alternative
-# semantics, with the majority-class baseline (mean and 95% interval over seeds). Right: each checkpoint of
+# semantics (the latter two on the states where they differ), with the majority-class baseline (mean and
+# 95% interval over seeds). Right: each checkpoint of
 # each seed, semantic content against generative accuracy.
 
 # %%
 long = summary.melt(id_vars=["seed", "step"],
-                    value_vars=["gen_acc", "sc_original_0", "sc_opposite_0", "sc_random_0", "majority_0"],
+                    value_vars=["gen_acc", "sc_original_0", "scdiff_original_0", "scdiff_opposite_0", "majority_0"],
                     var_name="quantity", value_name="value")
 long["quantity"] = long["quantity"].map({"gen_acc": "generative accuracy", "sc_original_0": "probe: original",
-                                         "sc_opposite_0": "probe: opposite", "sc_random_0": "probe: random",
+                                         "scdiff_original_0": "probe: original (differing states)",
+                                         "scdiff_opposite_0": "probe: opposite (differing states)",
                                          "majority_0": "majority baseline"})
 fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
 sns.lineplot(data=long, x="step", y="value", hue="quantity", marker="o", errorbar=("ci", 95), seed=0, ax=axes[0])
@@ -165,6 +167,7 @@ savefig(fig, out / "future_states.png")
 # %%
 summary.to_csv(out / "checkpoints.csv", index=False, float_format="%.6g")
 probes.to_csv(out / "probes.csv", index=False, float_format="%.6g")
+baseline.to_csv(out / "spec_blind_baseline.csv", index=False, float_format="%.6g")
 curve_table = curves.pivot_table(index="step", columns="seed", values="loss").add_prefix("loss_seed").reset_index()
 curve_table.to_csv(out / "loss_curves.csv", index=False, float_format="%.6g")
 final = summary.sort_values("step").groupby("seed").last().reset_index()
@@ -176,16 +179,20 @@ headline = {
     "final_gen_acc_with_held_out": final["gen_acc_all"].mean(),
     "final_semantic_content_original": final["sc_original_0"].mean(),
     "final_semantic_content_opposite": final["sc_opposite_0"].mean(),
+    "final_differing_states_original": final["scdiff_original_0"].mean(),
+    "final_differing_states_opposite": final["scdiff_opposite_0"].mean(),
+    "spec_blind_gen_acc": baseline["gen_acc"].mean(),
     "final_semantic_content_random": final["sc_random_0"].mean(),
     "final_majority_baseline": final["majority_0"].mean(),
     "final_semantic_content_offset1": final["sc_original_1"].mean(),
     "final_semantic_content_offset2": final["sc_original_2"].mean(),
     "final_mean_generated_length": final["gen_length"].mean(),
     "final_fraction_of_programs_with_a_turn": final["turn_fraction"].mean(),
-    "mean_spearman_rho": rhos["rho"].mean(),
+    "mean_raw_spearman_rho": rhos["rho"].mean(),
+    "mean_partial_spearman_rho": an.partial_rho_table(generation, probes)["partial_rho"].mean(),
     "lm_parameters": n_parameters,
 }
 write_metrics(out, slug="program_meaning", title=TITLE, url=URL, profile=profile, device=device, seeds=seeds,
               claims=list(claims.values()), headline=headline, params=snapshot(globals(), "program_meaning"))
 for c in claims.values():
-    print(f"{c.id}: {c.verdict} ({c.detail})")
+    print(f"{c.id}: {c.verdict} ({c.reason}; {c.detail})")
