@@ -5,14 +5,17 @@ import pandas as pd
 import pytest
 import torch
 
-from papers.homomorphism_error.analysis import (decide_he_predicts_ood, decide_he_reg, decide_noise_raises_he,
-                                                polynomial_r2)
-from papers.homomorphism_error.experiment import (Settings, aligned_cross_entropy, build_model,
-                                                  cell_list, make_claims, mine_modifier_pool,
-                                                  sinusoidal_positions, token_accuracy)
+from papers.homomorphism_error.analysis import (GATE_ACC, evaluate_he_predicts_ood, evaluate_he_reg,
+                                                evaluate_noise_raises_he, polynomial_r2)
+from papers.homomorphism_error.experiment import (ID_SEED_OFFSET, Settings, aligned_cross_entropy, build_model,
+                                                  PositionMajority, cell_list, held_out_id_set,
+                                                  mine_modifier_pool,
+                                                  sinusoidal_positions, token_accuracy, train_cell,
+                                                  untrained_he)
 from papers.homomorphism_error.homomorphism import (ModifierHERegularizer, Operator, Triples,
                                                     homomorphism_error, modifier_triples, normalised_he,
                                                     segment_ids, sequence_triples)
+from shared.claims import load_claims
 from papers.homomorphism_error.task import (MODIFIER_IDS, PRIMITIVE_IDS, TOKEN_ID, VOCAB, EpochBatches,
                                             encode, encode_set, generate_dataset, generate_expression,
                                             generate_output, interpret, parse_scan_line, scan_fragment)
@@ -205,22 +208,67 @@ def test_causal_model_ignores_later_tokens():
 
 
 def test_cell_list():
-    assert cell_list([0], [0, 3], [3]) == [(0, 0, "baseline"), (0, 3, "baseline"), (0, 3, "he_reg")]
+    assert cell_list([0], [0, 3], [3]) == [(0, 0, "baseline"), (0, 3, "baseline"), (0, 3, "he_reg"),
+                                           (0, 3, "he_reg_sham")]
 
 
-# --- verdict rules on synthetic tables --------------------------------------------------------------------
+def test_held_out_set_and_untrained_he():
+    s = Settings(d_model=16, n_layers=2, n_heads=2, d_ff=32, probe_epochs=2, train_samples=50)
+    held = held_out_id_set(s, 3, seed=0)
+    train = encode_set(generate_dataset(2, 3, 50, 0))
+    assert len(held) == 500 and held.inputs.shape[0] == 500
+    assert generate_dataset(2, 3, 500, ID_SEED_OFFSET) != generate_dataset(2, 3, 500, 0)
+    he = untrained_he(train, 0, s)
+    assert set(he) == {"init_mod_he", "init_mod_he_norm", "init_seq_he", "init_seq_he_norm"}
+    assert he == untrained_he(train, 0, s)  # seeded
+    assert all(np.isfinite(v) and v >= 0 for v in he.values())
+
+
+def test_position_majority_baseline():
+    train = encode_set([(["walk"], ["WALK"]), (["walk"], ["WALK"]), (["jump", "twice"], ["JUMP", "JUMP"])])
+    maj = PositionMajority(train)
+    assert maj.tok[0] == TOKEN_ID["WALK"] and maj.tok[1] == TOKEN_ID["JUMP"]
+    test = encode_set([(["look", "twice"], ["LOOK", "LOOK"]), (["walk", "twice"], ["WALK", "WALK"])])
+    # position 0: WALK right once out of 2; position 1: JUMP wrong twice -> 1 / 4
+    assert token_accuracy(maj, test) == pytest.approx(0.25)
+
+
+def test_sham_regulariser_changes_nothing_but_the_random_stream():
+    s = Settings(d_model=16, n_layers=2, n_heads=2, d_ff=32, epochs=1, batch_size=16, he_batch_size=8,
+                 dropout=0.0, he_layers=(1, 2))
+    data = encode_set(generate_dataset(2, 0, 40, 0))
+    base, _ = train_cell(data, "baseline", 0, s)
+    sham, hist = train_cell(data, "he_reg_sham", 0, s)
+    # without dropout the extra forward pass draws no randomness and the weight-0 term adds no gradient
+    for a, b in zip(base.state_dict().values(), sham.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+    with pytest.raises(ValueError):
+        train_cell(data, "other", 0, s)
+
+
+# --- verdicts on synthetic tables (the shared rule, through the registry) --------------------------------
 
 def _claims():
-    return {c.id: c for c in make_claims()}
+    return load_claims("homomorphism_error")
 
 
-def _grid(he_of_noise, acc_of_noise, seeds=(0, 1, 2), noises=(0, 3, 6, 9, 12, 15), jitter=0.0):
+def test_registry_kinds():
+    kinds = {cid: c.kind for cid, c in _claims().items()}
+    assert kinds["he_reg_lowers_modifier_he_v2"] == "check"  # a manipulation check of the regulariser
+    assert all(k == "replication" for cid, k in kinds.items() if cid != "he_reg_lowers_modifier_he_v2")
+
+
+def _grid(he_of_noise, acc_of_noise, init_of_noise=lambda n: 0.01, seeds=(0, 1, 2), noises=(0, 3, 6, 9, 12, 15),
+          jitter=0.0, id_acc=0.9):
     rng = np.random.default_rng(0)
     rows = []
     for s in seeds:
         for n in noises:
-            rows.append({"seed": s, "noise": n, "condition": "baseline", "mod_he": he_of_noise(n) + jitter * rng.normal(),
-                         "ood_acc": acc_of_noise(n) + jitter * rng.normal()})
+            he = he_of_noise(n) + jitter * rng.normal()
+            init = init_of_noise(n) + jitter * rng.normal()
+            rows.append({"seed": s, "noise": n, "condition": "baseline", "mod_he": he, "mod_he_norm": he * 10,
+                         "init_mod_he": init, "init_mod_he_norm": init * 10,
+                         "ood_acc": acc_of_noise(n) + jitter * rng.normal(), "scan_fragment_acc": id_acc})
     return pd.DataFrame(rows)
 
 
@@ -231,44 +279,74 @@ def test_polynomial_r2():
     assert polynomial_r2(x, x ** 2, 1) < 1.0
 
 
-def test_he_predicts_ood_verdicts():
-    claim = _claims()["he_predicts_ood"]
-    good = _grid(lambda n: 0.002 + 0.0002 * n, lambda n: 0.47 - 0.003 * n, jitter=1e-5)
-    c = decide_he_predicts_ood(claim, good)
-    assert c.verdict == "reproduced" and c.measured.value > 0.9 and c.measured.ci_low is not None
-    wrong_sign = _grid(lambda n: 0.002 + 0.0002 * n, lambda n: 0.40 + 0.003 * n, jitter=1e-5)
-    assert decide_he_predicts_ood(_claims()["he_predicts_ood"], wrong_sign).verdict == "not_reproduced"
+def test_he_predicts_ood():
+    claim = _claims()["he_predicts_ood_v2"]
+    he, acc = (lambda n: 0.002 + 0.0002 * n), (lambda n: 0.47 - 0.003 * n)
+    good = _grid(he, acc, init_of_noise=lambda n: 0.01 + 0.001 * np.sin(n), jitter=1e-5)
+    c = evaluate_he_predicts_ood(claim, good, "mod_he")
+    assert c.verdict == "reproduced" and c.measured.value < -0.99 and c.gate.passed and c.control_meets is False
+    # the untrained model's HE rises with noise too: the control meets the criterion -> inconclusive
+    confounded = _grid(he, acc, init_of_noise=lambda n: 0.01 + 0.0005 * n, jitter=1e-5)
+    c = evaluate_he_predicts_ood(_claims()["he_predicts_ood_v2"], confounded, "mod_he")
+    assert c.verdict == "inconclusive" and c.control_meets is True
+    wrong_sign = _grid(he, lambda n: 0.40 + 0.003 * n, jitter=1e-5)
+    assert evaluate_he_predicts_ood(_claims()["he_predicts_ood_v2"], wrong_sign, "mod_he").verdict == "not_reproduced"
+    untrained = _grid(he, acc, jitter=1e-5, id_acc=GATE_ACC - 0.1)
+    c = evaluate_he_predicts_ood(_claims()["he_predicts_ood_v2"], untrained, "mod_he")
+    assert c.verdict == "inconclusive" and not c.gate.passed
     few = _grid(lambda n: 0.002, lambda n: 0.4, noises=(0, 3))
-    assert decide_he_predicts_ood(_claims()["he_predicts_ood"], few).verdict == "inconclusive"
+    assert evaluate_he_predicts_ood(_claims()["he_predicts_ood_v2"], few, "mod_he").verdict == "inconclusive"
+    c = evaluate_he_predicts_ood(_claims()["he_predicts_ood_normalised_v2"], good, "mod_he_norm")
+    assert c.verdict == "reproduced"
 
 
-def test_noise_raises_he_verdicts():
-    up = _grid(lambda n: 0.002 + 0.0002 * n, lambda n: 0.4, jitter=1e-6)
-    assert decide_noise_raises_he(_claims()["noise_raises_he"], up).verdict == "reproduced"
+def test_noise_raises_he():
+    up = _grid(lambda n: 0.002 + 0.0002 * n, lambda n: 0.4, init_of_noise=lambda n: 0.01 - 0.0001 * n, jitter=1e-6)
+    c = evaluate_noise_raises_he(_claims()["noise_raises_he_v2"], up)
+    assert c.verdict == "reproduced" and c.measured.value == pytest.approx(1.0)
+    assert c.control.measured.value == pytest.approx(-1.0) and c.control_meets is False
+    both_up = _grid(lambda n: 0.002 + 0.0002 * n, lambda n: 0.4, init_of_noise=lambda n: 0.01 + 0.0001 * n)
+    c = evaluate_noise_raises_he(_claims()["noise_raises_he_v2"], both_up)
+    assert c.verdict == "inconclusive" and c.control_meets is True
     down = _grid(lambda n: 0.01 - 0.0002 * n, lambda n: 0.4, jitter=1e-6)
-    c = decide_noise_raises_he(_claims()["noise_raises_he"], down)
+    c = evaluate_noise_raises_he(_claims()["noise_raises_he_v2"], down)
     assert c.verdict == "not_reproduced" and c.measured.value == pytest.approx(-1.0)
 
 
-def _paired(diffs):
+def _paired(diffs, sham=(0.0002, -0.0003, 0.0001), id_acc=0.9):
     rows = []
     for s, d in enumerate(diffs):
         for n in (3, 9):
-            rows.append({"seed": s, "noise": n, "condition": "baseline", "mod_he": 0.005})
-            rows.append({"seed": s, "noise": n, "condition": "he_reg", "mod_he": 0.005 + d})
+            rows.append({"seed": s, "noise": n, "condition": "baseline", "mod_he": 0.005, "scan_fragment_acc": id_acc})
+            rows.append({"seed": s, "noise": n, "condition": "he_reg", "mod_he": 0.005 + d, "scan_fragment_acc": id_acc})
+            if s < len(sham):
+                rows.append({"seed": s, "noise": n, "condition": "he_reg_sham", "mod_he": 0.005 + sham[s],
+                             "scan_fragment_acc": id_acc})
     return pd.DataFrame(rows)
 
 
-def test_he_reg_verdicts():
-    c = decide_he_reg(_claims()["he_reg_lowers_modifier_he"], _paired([-0.001, -0.0011, -0.0009]), "mod_he", "lower")
-    assert c.verdict == "reproduced" and c.measured.value == pytest.approx(-0.001)
-    noisy = decide_he_reg(_claims()["he_reg_lowers_modifier_he"], _paired([-0.002, 0.0015, -0.001]), "mod_he", "lower")
-    assert noisy.verdict == "inconclusive"
-    wrong = decide_he_reg(_claims()["he_reg_lowers_modifier_he"], _paired([0.001, 0.002, -0.0005]), "mod_he", "lower")
-    assert wrong.verdict == "not_reproduced"
-    # "higher" flips the sign: a consistent decrease is then not reproduced
-    flipped = decide_he_reg(_claims()["he_reg_improves_ood"], _paired([-0.001, -0.0011, -0.0009]), "mod_he", "higher")
-    assert flipped.verdict == "not_reproduced"
-    none = decide_he_reg(_claims()["he_reg_improves_ood"], _paired([-0.001])[lambda d: d.condition == "baseline"],
-                         "mod_he", "higher")
-    assert none.verdict == "inconclusive"
+def test_he_reg():
+    check = _claims()["he_reg_lowers_modifier_he_v2"]
+    c = evaluate_he_reg(check, _paired([-0.001, -0.0011, -0.0009]), "mod_he")
+    # mean -0.001, t interval -0.001 +- 4.303 * 0.0001 / sqrt(3)
+    assert c.verdict == "passed" and c.measured.value == pytest.approx(-0.001)
+    assert c.measured.ci_high == pytest.approx(-0.001 + 4.302653 * 0.0001 / np.sqrt(3), rel=1e-5)
+    assert c.control.measured.value == pytest.approx(0.0) and c.control_meets is False
+    # a sham arm that "lowers" HE as much: the criterion does not discriminate
+    c = evaluate_he_reg(_claims()["he_reg_lowers_modifier_he_v2"],
+                        _paired([-0.001, -0.0011, -0.0009], sham=(-0.001, -0.0011, -0.0009)), "mod_he")
+    assert c.verdict == "failed" and c.control_meets is True
+    rep = _claims()["he_reg_lowers_sequence_he_v2"]
+    table = _paired([-0.002, 0.0015, -0.001]).rename(columns={"mod_he": "seq_he"})
+    assert evaluate_he_reg(rep, table, "seq_he").verdict == "inconclusive"
+    wrong = _paired([0.001, 0.0011, 0.0009]).rename(columns={"mod_he": "seq_he"})
+    assert evaluate_he_reg(_claims()["he_reg_lowers_sequence_he_v2"], wrong, "seq_he").verdict == "not_reproduced"
+    gated = _paired([-0.001, -0.0011, -0.0009], id_acc=0.3).rename(columns={"mod_he": "seq_he"})
+    c = evaluate_he_reg(_claims()["he_reg_lowers_sequence_he_v2"], gated, "seq_he")
+    assert c.verdict == "inconclusive" and not c.gate.passed
+    # "greater" (OOD accuracy): a consistent decrease is not reproduced
+    ood = _paired([-0.001, -0.0011, -0.0009]).rename(columns={"mod_he": "ood_acc"})
+    assert evaluate_he_reg(_claims()["he_reg_improves_ood_v2"], ood, "ood_acc").verdict == "not_reproduced"
+    none = ood[ood["condition"] == "baseline"]
+    c = evaluate_he_reg(_claims()["he_reg_improves_ood_v2"], none, "ood_acc")
+    assert c.verdict == "inconclusive"

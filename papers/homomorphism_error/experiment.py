@@ -3,8 +3,12 @@
 One *cell* of the grid is (seed, noise level, condition): train a small decoder-only transformer on
 2-clause expressions with ``noise`` inserted noise tokens, then measure token-level OOD accuracy on 5..12
 clauses (no noise), modifier and sequence HE on the training set, and accuracy on the real-SCAN fragment.
-``condition`` is ``baseline`` (cross-entropy) or ``he_reg`` (cross-entropy + lambda * modifier-HE
-regulariser on layers 2 and 4, An & Du Sec. 5).
+``condition`` is ``baseline`` (cross-entropy), ``he_reg`` (cross-entropy + lambda * modifier-HE
+regulariser on layers 2 and 4, An & Du Sec. 5) or ``he_reg_sham`` (the control: the same regulariser and
+its extra forward pass with weight 0, so only the random stream differs from the baseline). Every cell
+also measures its accuracy on the real-SCAN fragment (the gate), on held-out 2-clause commands at its own
+noise level, and those of a per-position majority baseline, and, for baselines, the HE of an untrained
+model of the same architecture on the same training inputs (the control of the HE claims).
 """
 
 from __future__ import annotations
@@ -18,7 +22,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.metrics import Claim
 from shared.parallel import run_jobs
 from shared.seeding import seed_everything
 from shared.training import TrainConfig, train
@@ -29,59 +32,12 @@ from .homomorphism import (ModifierHERegularizer, homomorphism_error, modifier_p
 from .task import (MODIFIER_IDS, PRIMITIVE_IDS, VOCAB, EncodedSet, EpochBatches, aligned, encode_set,
                    generate_dataset)
 
-# --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
+# The claims are registered in ``claims.yaml`` and decided by ``shared.claims`` (see analysis.py).
 
-R2_REPRODUCED = 0.5  # paper: R^2 = 0.73
-R2_FLOOR = 0.25  # below this HE explains under a quarter of the variance: not reproduced
-ALPHA = 0.05
-
-CLAIMS = {
-    "he_predicts_ood": dict(
-        statement="Across noise-injection levels, modifier HE predicts OOD compositional accuracy: "
-                  "higher HE, lower accuracy (Fig. 6).",
-        criterion="Baseline models; points = noise levels (mean over seeds of mean OOD token accuracy vs "
-                  "mean modifier HE). Reproduced if Pearson r < 0, one-sided p < 0.05 and linear R^2 >= 0.5; "
-                  "not_reproduced if r >= 0 or R^2 < 0.25; otherwise inconclusive. R^2 carries a bootstrap "
-                  "(over seeds) 95% interval.",
-        paper_value="R^2 = 0.73 over noise levels 0..15, 5 seeds",
-    ),
-    "he_predicts_ood_normalised": dict(
-        statement="Control (not in the paper): the relation of he_predicts_ood survives dividing modifier HE "
-                  "by the variance of the composed hidden states (a scale-free HE).",
-        criterion="Same rule as he_predicts_ood with variance-normalised modifier HE.",
-        paper_value="not reported (control)",
-    ),
-    "noise_raises_he": dict(
-        statement="Randomly inserted noise tokens systematically increase (modifier) HE.",
-        criterion="Baseline models; per seed, Spearman rho between noise level and modifier HE. Reproduced if "
-                  "the 95% t interval over seeds of rho lies above 0; not_reproduced if the mean rho <= 0; "
-                  "otherwise inconclusive.",
-        paper_value="HE increases with the number of noise tokens (Fig. 5; no statistic given)",
-    ),
-    "he_reg_lowers_modifier_he": dict(
-        statement="HE-regularised training (lambda = 0.2, layers 2 and 4) lowers modifier HE.",
-        criterion="Paired over seeds (per-seed mean over the regularised noise levels), he_reg - baseline: "
-                  "reproduced if the 95% t interval lies below 0 (two-sided p < 0.05, the paper's test); "
-                  "not_reproduced if the mean difference >= 0; otherwise inconclusive.",
-        paper_value="p = 1.1e-4 (paired t, 5 seeds, noise 0-15); mean -16% in the authors' summary.tsv",
-    ),
-    "he_reg_lowers_sequence_he": dict(
-        statement="HE-regularised training also lowers sequence HE, which it does not target.",
-        criterion="As he_reg_lowers_modifier_he, for sequence HE.",
-        paper_value="p = 0.001 (paired t, 5 seeds); mean -8% in the authors' summary.tsv",
-    ),
-    "he_reg_improves_ood": dict(
-        statement="HE-regularised training improves OOD compositional accuracy.",
-        criterion="Paired over seeds (per-seed mean over the regularised noise levels), he_reg - baseline mean "
-                  "OOD token accuracy: reproduced if the 95% t interval lies above 0; not_reproduced if the "
-                  "mean difference <= 0; otherwise inconclusive.",
-        paper_value="p = 0.023 (paired t, 5 seeds); +0.009 accuracy (0.442 -> 0.451) in summary.tsv",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
+CONDITIONS = ("baseline", "he_reg", "he_reg_sham")  # he_reg_sham: the regulariser's pass with weight 0 (control)
+ID_SAMPLES = 500  # held-out 2-clause commands at the model's own noise level per model (reported)
+ID_SEED_OFFSET = 10_000  # their generator seed: 10_000 + training seed (never a training seed)
+INIT_SEED_OFFSET = 1_000_003  # seed of the untrained (random-init) model whose HE is the control
 
 
 # --- the model -------------------------------------------------------------------------------------------
@@ -209,15 +165,16 @@ class CellResult:
 def train_cell(data: EncodedSet, condition: str, seed: int, s: Settings, device: str = "cpu",
                progress: bool = False):
     """Train one model; returns (model, history)."""
-    if condition not in ("baseline", "he_reg"):
-        raise ValueError(f"condition must be baseline or he_reg; got {condition!r}")
+    if condition not in CONDITIONS:
+        raise ValueError(f"condition must be one of {CONDITIONS}; got {condition!r}")
     seed_everything(seed)
     model = build_model(s)
     batches = EpochBatches(data, s.batch_size, seed)
     params = list(model.parameters())
     reg = pool = None
     he_gen = torch.Generator().manual_seed(12345 + seed)
-    if condition == "he_reg":
+    weight = 0.0 if condition == "he_reg_sham" else s.lambda_he
+    if condition in ("he_reg", "he_reg_sham"):
         reg = ModifierHERegularizer(s.d_model, MODIFIER_IDS)
         params += list(reg.parameters())
         pool = mine_modifier_pool(data, s.he_pool_max_pairs)
@@ -240,7 +197,7 @@ def train_cell(data: EncodedSet, condition: str, seed: int, s: Settings, device:
         hidden = m(b.he_x, return_hidden=True).hidden_states  # separate forward pass, as the authors do
         states = [representation(hidden[layer]) for layer in s.he_layers]
         he = reg(states, b.prim_pos, b.prim_pos + 1, b.mod_id)
-        return ce + s.lambda_he * he, {"ce": float(ce.detach()), "he_reg": float(he.detach())}
+        return ce + weight * he, {"ce": float(ce.detach()), "he_reg": float(he.detach())}
 
     cfg = TrainConfig(steps=batches.steps(s.epochs), lr=s.lr, betas=(0.9, s.beta2), weight_decay=0.0,
                       schedule="constant", grad_clip=None, log_every=max(1, batches.per_epoch),
@@ -279,15 +236,66 @@ def run_cell(seed: int, noise: int, condition: str, s: Settings, ood_sets: dict[
     row.update({f"mod_he_{k}": v for k, v in mod.per_operator.items()})
     row["scan_fragment_acc"] = (token_accuracy(model, scan_set, device=device) if scan_set is not None
                                 else float("nan"))
+    held = held_out_id_set(s, noise, seed)
+    row["id_acc"] = token_accuracy(model, held, device=device)
+    majority = PositionMajority(data)
+    row["id_majority_acc"] = token_accuracy(majority, held)
+    row["scan_majority_acc"] = token_accuracy(majority, scan_set) if scan_set is not None else float("nan")
+    if condition == "baseline":
+        row.update(untrained_he(data, seed, s, device))
     row["final_loss"] = history.last("loss")
     curve = [{"seed": seed, "noise": noise, "condition": condition, **r} for r in history.records]
     return CellResult(row, curve, time.perf_counter() - start)
 
 
+class PositionMajority(nn.Module):
+    """Spec-blind baseline: at every position, the most frequent output token of the training set there
+    (whatever the input). Its token accuracy is what "learned the task" must be read against."""
+
+    def __init__(self, train: EncodedSet, max_len: int = 64):
+        super().__init__()
+        tok = torch.zeros(max_len, dtype=torch.long)
+        for t in range(min(train.outputs.shape[1], max_len)):
+            col = train.outputs[:, t]
+            col = col[col != 0]
+            if len(col):
+                tok[t] = torch.bincount(col, minlength=len(VOCAB)).argmax()
+        self.register_buffer("tok", tok, persistent=False)
+
+    def forward(self, idx: torch.Tensor):
+        from types import SimpleNamespace
+
+        B, T = idx.shape
+        return SimpleNamespace(logits=F.one_hot(self.tok[:T].expand(B, T), len(VOCAB)).float())
+
+
+def held_out_id_set(s: Settings, noise: int, seed: int) -> EncodedSet:
+    """In-distribution test commands: ``train_clauses`` clauses with the training noise level, drawn with a
+    generator seed no training set uses. Without noise only 144 commands exist, all in the training set, so
+    at noise 0 this is the training distribution itself (the held-out positions of noise differ above 0)."""
+    return encode_set(generate_dataset(s.train_clauses, noise, ID_SAMPLES, ID_SEED_OFFSET + seed))
+
+
+def untrained_he(data: EncodedSet, seed: int, s: Settings, device: str = "cpu") -> dict:
+    """Modifier and sequence HE (raw and normalised) of a randomly initialised, untrained model of the same
+    architecture on the same training inputs: what HE measures when nothing has been learned."""
+    torch.manual_seed(INIT_SEED_OFFSET + seed)
+    model = build_model(s).to(device)
+    states = last_layer_states(model, data, device=device)
+    mod = homomorphism_error(modifier_triples(states, data.inputs, data.input_lengths, PRIMITIVE_IDS,
+                                              MODIFIER_IDS), seed=seed, epochs=s.probe_epochs, device=device)
+    seq = homomorphism_error(sequence_triples(states, data.inputs, data.input_lengths, PRIMITIVE_IDS),
+                             seed=seed, epochs=s.probe_epochs, device=device)
+    return {"init_mod_he": mod.he, "init_mod_he_norm": mod.normalised, "init_seq_he": seq.he,
+            "init_seq_he_norm": seq.normalised}
+
+
 def cell_list(seeds: list[int], noise_levels: list[int], reg_noise_levels: list[int]) -> list[tuple[int, int, str]]:
-    """Baselines on every noise level; HE-regularised models on ``reg_noise_levels`` (a subset)."""
+    """Baselines on every noise level; HE-regularised models and their sham-regulariser controls on
+    ``reg_noise_levels`` (a subset)."""
     cells = [(s, n, "baseline") for s in seeds for n in noise_levels]
     cells += [(s, n, "he_reg") for s in seeds for n in reg_noise_levels]
+    cells += [(s, n, "he_reg_sham") for s in seeds for n in reg_noise_levels]
     return cells
 
 
@@ -313,7 +321,8 @@ def run_grid(seeds, noise_levels, reg_noise_levels, s: Settings, ood_sets, scan_
                   f"OOD {r['ood_acc']:.3f}, mod HE {r['mod_he']:.2e}, seq HE {r['seq_he']:.2e} "
                   f"({res.seconds:.1f} s)", flush=True)
 
-    results = run_jobs(run_cell, jobs, workers, on_done=report)
+    cost = [1.0 if cond == "baseline" else 1.5 for _, _, cond in cells]
+    results = run_jobs(run_cell, jobs, workers, cost=cost, on_done=report)
     rows = [r.row for r in results]
     curves = [c for r in results for c in r.curve]
     return pd.DataFrame(rows), pd.DataFrame(curves)

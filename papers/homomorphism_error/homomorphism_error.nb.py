@@ -11,9 +11,10 @@
 # accuracy (R^2 = 0.73), (ii) noise raises HE, and (iii) adding an HE regulariser to training lowers
 # modifier and sequence HE and raises OOD accuracy.
 #
-# The claims and the criteria that decide them are fixed in `experiment.CLAIMS` and in the README, before
-# any result. This notebook trains one model per (seed, noise level, condition), measures OOD accuracy and
-# HE, and computes the verdicts. The real SCAN data (Lake & Baroni 2018) checks the generator's semantics
+# The claims, their gates and controls are registered in `claims.yaml` and decided by the shared rule of
+# `shared.claims`. This notebook trains one model per (seed, noise level, condition), measures OOD accuracy,
+# held-out in-distribution accuracy (the gate) and HE, the HE of an untrained model on the same inputs (the
+# control of the HE claims) and a sham-regulariser arm (the control of the regulariser claims). The real SCAN data (Lake & Baroni 2018) checks the generator's semantics
 # and gives an in-distribution check of the same models on real commands.
 
 # %% tags=["parameters"]
@@ -51,11 +52,12 @@ import seaborn as sns
 import torch
 
 from papers.homomorphism_error import TITLE, URL
-from papers.homomorphism_error.analysis import (decide_he_predicts_ood, decide_he_reg, decide_noise_raises_he,
+from papers.homomorphism_error.analysis import (evaluate_he_predicts_ood, evaluate_he_reg, evaluate_noise_raises_he,
                                                 noise_level_means, summary_table)
-from papers.homomorphism_error.experiment import Settings, build_model, build_ood_sets, make_claims, run_grid
+from papers.homomorphism_error.experiment import Settings, build_model, build_ood_sets, run_grid
 from papers.homomorphism_error.task import (encode_set, generate_dataset, interpret, read_scan_lines,
                                             scan_fragment)
+from shared.claims import load_claims
 from shared.data import require
 from shared.device import pick_device
 from shared.metrics import write_metrics
@@ -118,42 +120,48 @@ pd.DataFrame(scan_rows)
 
 # %% [markdown]
 # ## Train and evaluate every cell
-# Baselines on every noise level; HE-regularised models (lambda = 0.2, layers 2 and 4) on
-# `reg_noise_levels`. Each model: OOD token accuracy on 5-12 clauses (fixed test sets), modifier and
-# sequence HE of its last-layer states on its own training set, accuracy on the SCAN fragment.
+# Baselines on every noise level; HE-regularised models (lambda = 0.2, layers 2 and 4) and sham-regularised
+# controls (the same regulariser pass, weight 0) on `reg_noise_levels`. Each model: OOD token accuracy on
+# 5-12 clauses (fixed test sets), held-out in-distribution accuracy (2 clauses, its training noise level),
+# modifier and sequence HE of its last-layer states on its own training set, accuracy on the SCAN fragment;
+# baselines also get the HE of an untrained model on the same inputs.
 
 # %%
 ood_sets = build_ood_sets(ood_clauses, ood_samples, ood_seed)
 results, curves = run_grid(seeds, noise_levels, reg_noise_levels, settings, ood_sets, scan_set, device=device,
                            workers=workers, progress=progress)
 summary = summary_table(results)
-summary[["condition", "noise", "seeds", "train_examples", "mod_pairs", "ood_acc", "mod_he", "mod_he_norm",
-         "seq_he", "seq_he_norm", "scan_fragment_acc"]]
+summary[["condition", "noise", "seeds", "train_examples", "mod_pairs", "ood_acc", "id_acc", "mod_he", "mod_he_norm",
+         "init_mod_he", "seq_he", "seq_he_norm", "scan_fragment_acc"]]
 
 # %% [markdown]
 # ## Verdicts
 
 # %%
-claims = {c.id: c for c in make_claims()}
-decide_he_predicts_ood(claims["he_predicts_ood"], results, "mod_he")
-decide_he_predicts_ood(claims["he_predicts_ood_normalised"], results, "mod_he_norm")
-decide_noise_raises_he(claims["noise_raises_he"], results, "mod_he")
-decide_he_reg(claims["he_reg_lowers_modifier_he"], results, "mod_he", "lower")
-decide_he_reg(claims["he_reg_lowers_sequence_he"], results, "seq_he", "lower")
-decide_he_reg(claims["he_reg_improves_ood"], results, "ood_acc", "higher")
+claims = load_claims("homomorphism_error")
+evaluate_he_predicts_ood(claims["he_predicts_ood_v2"], results, "mod_he")
+evaluate_he_predicts_ood(claims["he_predicts_ood_normalised_v2"], results, "mod_he_norm")
+evaluate_noise_raises_he(claims["noise_raises_he_v2"], results, "mod_he")
+evaluate_he_reg(claims["he_reg_lowers_modifier_he_v2"], results, "mod_he")
+evaluate_he_reg(claims["he_reg_lowers_sequence_he_v2"], results, "seq_he")
+evaluate_he_reg(claims["he_reg_improves_ood_v2"], results, "ood_acc")
 pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
-               "ci_high": c.measured.ci_high, "verdict": c.verdict, "detail": c.detail}
+               "ci_high": c.measured.ci_high, "verdict": c.verdict,
+               "control": None if c.control is None else c.control.measured.value, "reason": c.reason}
               for c in claims.values()])
 
 # %% [markdown]
 # ## Figure: OOD accuracy against modifier HE (paper Fig. 6), raw and variance-normalised
 # Small points: one baseline model each; large points: noise-level means; line: linear fit of the means.
+# Bottom row: the control, the HE of an untrained model on the same inputs against the same accuracies.
 
 # %%
 base = results[results["condition"] == "baseline"]
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-for ax, col, label in [(axes[0], "mod_he", "modifier HE (MSE)"),
-                       (axes[1], "mod_he_norm", "modifier HE / variance of composites")]:
+fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+for ax, col, label in [(axes[0, 0], "mod_he", "modifier HE (MSE)"),
+                       (axes[0, 1], "mod_he_norm", "modifier HE / variance of composites"),
+                       (axes[1, 0], "init_mod_he", "untrained model: modifier HE (MSE)"),
+                       (axes[1, 1], "init_mod_he_norm", "untrained model: normalised modifier HE")]:
     means = noise_level_means(results, col)
     sns.scatterplot(data=base, x=col, y="ood_acc", hue="noise", palette="viridis", alpha=0.5, ax=ax, legend=False)
     sns.regplot(data=means, x=col, y="ood_acc", ci=None, scatter_kws={"s": 60, "color": "k"},
@@ -162,10 +170,12 @@ for ax, col, label in [(axes[0], "mod_he", "modifier HE (MSE)"),
         ax.annotate(f"k={r.noise}", (getattr(r, col), r.ood_acc), textcoords="offset points", xytext=(4, 4),
                     fontsize=8)
     ax.set(xlabel=label, ylabel="mean OOD token accuracy (5-12 clauses)")
-for ax, cid in [(axes[0], "he_predicts_ood"), (axes[1], "he_predicts_ood_normalised")]:
+for col, cid in [(0, "he_predicts_ood_v2"), (1, "he_predicts_ood_normalised_v2")]:
     c = claims[cid]
-    r2 = "n/a" if c.measured.value is None else f"{c.measured.value:.2f}"
-    ax.set_title(f"{cid}\n{c.verdict}, linear R² of the means = {r2}", fontsize=10)
+    r = "n/a" if c.measured.value is None else f"{c.measured.value:.2f}"
+    rc = "n/a" if c.control is None or c.control.measured.value is None else f"{c.control.measured.value:.2f}"
+    axes[0, col].set_title(f"{cid}\n{c.verdict}, Pearson r of the means = {r}", fontsize=10)
+    axes[1, col].set_title(f"control (untrained model), r = {rc}", fontsize=10)
 fig.tight_layout()
 savefig(fig, out / "ood_vs_modifier_he.png")
 
@@ -202,6 +212,12 @@ headline = {
     "scan_fragment_commands": len(scan_examples),
     "scan_fragment_acc_baseline": base["scan_fragment_acc"].mean(),
 }
+headline["min_id_acc"] = results["id_acc"].min()
+headline["pearson_r_ood_vs_untrained_mod_he"] = (noise_level_means(results, "init_mod_he")[["init_mod_he", "ood_acc"]]
+                                                 .corr().iloc[0, 1] if len(pts) > 1 else None)
+sham = results[results["condition"] == "he_reg_sham"]
+if len(sham):
+    headline.update({"he_reg_sham_ood_acc": sham["ood_acc"].mean(), "he_reg_sham_mod_he": sham["mod_he"].mean()})
 reg = results[results["condition"] == "he_reg"]
 if len(reg):
     headline.update({"he_reg_ood_acc": reg["ood_acc"].mean(), "he_reg_mod_he": reg["mod_he"].mean(),
@@ -209,4 +225,4 @@ if len(reg):
 write_metrics(out, slug="homomorphism_error", title=TITLE, url=URL, profile=profile, device=device, seeds=seeds,
               claims=list(claims.values()), headline=headline, params=snapshot(globals(), "homomorphism_error"))
 for c in claims.values():
-    print(f"{c.id}: {c.verdict} ({c.detail})")
+    print(f"{c.id}: {c.verdict} ({c.reason}; {c.detail})")
