@@ -4,9 +4,11 @@ import pandas as pd
 import pytest
 import torch
 
-from papers.inverse_permutation.analysis import (decide_ceiling, decide_impossibility, decide_solved)
+from papers.inverse_permutation.analysis import (VISIBLE_GATE, measure_ceiling, measure_invisible_rows,
+                                                 measure_solved)
 from papers.inverse_permutation.experiment import (DisentangledAttentionOnly, ModelSpec, arm_list,
-                                                   build_model, make_claims, readout_logits)
+                                                   build_model, readout_logits)
+from shared.claims import load_claims
 from papers.inverse_permutation.task import (TaskSpec, accessible, accuracy_ceiling, sample_batch,
                                              visible_fraction, visible_fraction_enumerated)
 
@@ -87,35 +89,119 @@ def _row(attention, k, seed, correct, rows, vis_c, vis_r, arch="disentangled"):
 
 
 def _claims():
-    return {c.id: c for c in make_claims()}
+    return load_claims("inverse_permutation")
 
 
-def test_impossibility_verdicts():
-    chance = [_row("causal", 0, s, 5000 + 250, 10000, 5000, 6000) for s in range(3)]  # 250/4000 = 1/16
-    c = decide_impossibility(_claims()["impossibility"], pd.DataFrame(chance), 16)
-    assert c.verdict == "reproduced" and c.measured.value == pytest.approx(1 / 16)
-    leaky = [_row("causal", 0, s, 5000 + 1000, 10000, 5000, 6000) for s in range(3)]  # 25% on hidden rows
-    assert decide_impossibility(_claims()["impossibility"], pd.DataFrame(leaky), 16).verdict == "not_reproduced"
+def test_registry_loads_and_kinds():
+    c = _claims()
+    assert list(c) == ["invisible_rows_at_chance", "no_mask_solves", "scratch_solves", "ceiling_curve_all_k"]
+    assert [x.kind for x in c.values()] == ["check", "check", "check", "replication"]
+    assert c["ceiling_curve_all_k"].has_gate and not c["invisible_rows_at_chance"].has_gate
+    assert all(x.has_control for x in c.values())
 
 
-def test_solved_verdicts():
-    good = pd.DataFrame([_row("bidirectional", 0, s, 995, 1000, 995, 1000) for s in range(3)])
-    assert decide_solved(_claims()["no_mask_construction"], good, "bidirectional", 0).verdict == "reproduced"
-    mixed = pd.concat([good, pd.DataFrame([_row("bidirectional", 0, s, 500, 1000, 500, 1000, arch="standard")
-                                           for s in range(3)])])
-    c = decide_solved(_claims()["no_mask_construction"], mixed, "bidirectional", 0)
-    assert c.verdict == "inconclusive" and c.measured.value == pytest.approx(0.5)
+def _grid(causal_acc, bidir=1.0, n=8, V=16, seeds=(0, 1, 2), rows=10000, invisible_hits=None):
+    """A synthetic results table: per causal k the given (visible accuracy) with invisible rows at
+    ``invisible_hits`` / chance; the visible-row counts follow the exact ceiling fractions."""
+    from papers.inverse_permutation.task import visible_fraction
+
+    out = []
+    for s in seeds:
+        vis_r = round(visible_fraction(n, 0) * rows)
+        out.append(_row("bidirectional", 0, s, round(bidir * rows), rows, round(bidir * vis_r), vis_r))
+        for k, vis_acc in causal_acc.items():
+            vis_r = round(visible_fraction(n, k) * rows)
+            inv_r = rows - vis_r
+            inv_c = round((invisible_hits if invisible_hits is not None else 1 / V) * inv_r)
+            vis_c = round(vis_acc * vis_r)
+            out.append(_row("causal", k, s, vis_c + inv_c, rows, vis_c, vis_r))
+    return pd.DataFrame(out)
 
 
-def test_ceiling_verdicts():
-    n, V = 8, 16
-    ceil = accuracy_ceiling(n, 2, V)
+def test_invisible_rows_check_passes_at_chance_and_control_fails():
+    df = _grid({0: 1.0, 2: 1.0, 8: 1.0})
+    m, control, _ = measure_invisible_rows(df, 8, 16)
+    c = _claims()["invisible_rows_at_chance"].evaluate(m, control=control)
+    assert abs(m.value) < 0.001 and m.ci_low < 0 < m.ci_high
+    # the bidirectional model answers all the rows a causal one cannot see: 1 - 1/16 above chance
+    assert control.measured.value == pytest.approx(1 - 1 / 16, abs=1e-3)
+    assert c.verdict == "passed" and c.control_meets is False
 
-    def frame(acc):
-        return pd.DataFrame([_row("causal", 2, s, round(acc * 10000), 10000, 0, 0) for s in range(3)])
 
-    assert decide_ceiling(_claims()["ceiling_curve"], frame(ceil - 0.01), n, V).verdict == "reproduced"
-    assert decide_ceiling(_claims()["ceiling_curve"], frame(ceil - 0.2), n, V).verdict == "inconclusive"
-    assert decide_ceiling(_claims()["ceiling_curve"], frame(ceil + 0.1), n, V).verdict == "not_reproduced"
-    none = decide_ceiling(_claims()["ceiling_curve"], frame(ceil).assign(k=0), n, V)
-    assert none.verdict == "inconclusive" and none.measured.value is None
+def test_invisible_rows_check_fails_when_hidden_rows_leak():
+    df = _grid({0: 1.0, 2: 1.0}, invisible_hits=0.25)  # 25% on rows the mask hides: a leak
+    m, control, _ = measure_invisible_rows(df, 8, 16)
+    c = _claims()["invisible_rows_at_chance"].evaluate(m, control=control)
+    assert m.value == pytest.approx(0.25 - 1 / 16, abs=2e-3)
+    assert c.verdict == "failed"
+
+
+def test_invisible_rows_check_fails_when_control_is_at_chance_too():
+    df = _grid({0: 1.0}, bidir=36 / 64 + (28 / 64) / 16)  # a "bidirectional" arm that behaves causally
+    df.loc[df["attention"] == "bidirectional", "invisible_correct"] = round(4375 / 16)
+    df.loc[df["attention"] == "bidirectional", "invisible_rows"] = 4375
+    m, control, _ = measure_invisible_rows(df, 8, 16)
+    c = _claims()["invisible_rows_at_chance"].evaluate(m, control=control)
+    assert c.control_meets is True and c.verdict == "failed"
+
+
+def test_solved_checks():
+    df = _grid({0: 0.95, 8: 1.0})
+    m, control, _ = measure_solved(df, "causal", 8)
+    c = _claims()["scratch_solves"].evaluate(m, control=control)
+    assert m.value == 1.0 and c.verdict == "passed" and c.control_meets is False
+    # the control is the causal k=0 arm: 0.95 on 56% of rows + chance on the rest
+    assert control.measured.value == pytest.approx(0.5625 * 0.95 + 0.4375 / 16, abs=1e-3)
+    low = _grid({0: 0.95, 8: 0.97})
+    m, control, _ = measure_solved(low, "causal", 8)
+    assert _claims()["scratch_solves"].evaluate(m, control=control).verdict == "failed"
+    # with two architectures, the weaker one decides
+    mixed = pd.concat([df, _grid({0: 0.9}, bidir=0.5).assign(architecture="standard")])
+    m, control, detail = measure_solved(mixed, "bidirectional", 0)
+    assert m.value == pytest.approx(0.5) and "standard: 0.5000" in detail
+    assert _claims()["no_mask_solves"].evaluate(m, control=control).verdict == "failed"
+
+
+def test_ceiling_reproduced_when_every_arm_is_at_its_ceiling():
+    df = _grid({0: 1.0, 1: 1.0, 2: 0.995, 4: 1.0, 8: 1.0})
+    m, gate, control, detail = measure_ceiling(df, 8, 16)
+    c = _claims()["ceiling_curve_all_k"].evaluate(m, gate=gate, control=control, detail=detail)
+    assert gate.passed and m.ci_high < 0.02
+    # control: bidirectional accuracy 1.0 against ceiling(0) = 36/64 + 28/64/16
+    assert control.measured.value == pytest.approx(1 - (36 / 64 + 28 / 1024), abs=1e-3)
+    assert c.verdict == "reproduced" and c.control_meets is False
+
+
+def test_ceiling_gate_failure_is_inconclusive():
+    df = _grid({0: 0.85, 1: 1.0, 8: 1.0})  # k = 0 under-trained: 85% of visible rows
+    m, gate, control, _ = measure_ceiling(df, 8, 16)
+    c = _claims()["ceiling_curve_all_k"].evaluate(m, gate=gate, control=control)
+    assert not gate.passed and gate.value == pytest.approx(0.85, abs=1e-3)
+    assert c.verdict == "inconclusive" and c.reason.startswith("gate failed")
+
+
+def test_ceiling_not_reproduced_when_trained_models_fall_short():
+    # gate passes (visible >= 0.90), but at k = 0 every seed is 0.92 * 0.5625 + ... : 4.5 points short
+    df = _grid({0: 0.92, 2: 1.0, 8: 1.0})
+    m, gate, control, _ = measure_ceiling(df, 8, 16)
+    c = _claims()["ceiling_curve_all_k"].evaluate(m, gate=gate, control=control)
+    assert gate.passed and m.ci_low == pytest.approx(0.08 * 0.5625, abs=1e-3)
+    assert c.verdict == "not_reproduced"
+    assert VISIBLE_GATE == 0.90
+
+
+def test_ceiling_control_meeting_the_criterion_makes_it_inconclusive():
+    ceiling0 = 36 / 64 + 28 / 1024
+    df = _grid({0: 1.0, 8: 1.0}, bidir=ceiling0)  # a "bidirectional" model stuck at the causal ceiling
+    m, gate, control, _ = measure_ceiling(df, 8, 16)
+    c = _claims()["ceiling_curve_all_k"].evaluate(m, gate=gate, control=control)
+    assert c.control_meets is True and c.verdict == "inconclusive"
+
+
+def test_ceiling_interval_is_range_of_per_seed_worst():
+    df = _grid({0: 1.0, 8: 1.0})
+    df.loc[(df["k"] == 8) & (df["seed"] == 1), ["correct", "visible_correct"]] = [9700, 9700]
+    df.loc[(df["k"] == 8) & (df["seed"] == 2), ["correct", "visible_correct"]] = [9900, 9900]
+    m, gate, _, _ = measure_ceiling(df, 8, 16)
+    assert m.value == pytest.approx(0.03) and m.ci_high == pytest.approx(0.03)
+    assert m.ci_low == pytest.approx(0.0, abs=1e-3)  # seed 0 at the ceiling everywhere

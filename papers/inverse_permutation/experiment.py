@@ -1,4 +1,4 @@
-"""Models, training and evaluation for the inverse-permutation replication, and the pre-registered claims.
+"""Models, training and evaluation for the inverse-permutation replication (the claims: ``claims.yaml``).
 
 Two architectures:
 - ``standard``: the shared pre-LN transformer (attention + MLP, learned positions) - stronger than the
@@ -17,54 +17,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.metrics import Claim
 from shared.seeding import seed_everything, torch_generator
 from shared.training import TrainConfig, TrainHistory, train
 from shared.transformer import Transformer, TransformerConfig
 
 from .task import TaskSpec, accessible, sample_batch
-
-# --- pre-registered claims (written before the first run; see README.md) ---------------------------------
-
-CLAIMS = {
-    "impossibility": dict(
-        statement="A decoder-only (causal) transformer reading its outputs at the permuted-string positions "
-                  "cannot recover symbols whose source lies later in the sequence (Theorem 1).",
-        criterion="Causal, k=0: accuracy on rows with s(i) > i is within 3 pp of chance 1/|V| in every seed "
-                  "and architecture, and a pooled two-sided binomial test against 1/|V| does not reject at "
-                  "alpha=0.01.",
-        paper_value="impossible for any depth and parameters (proof)",
-    ),
-    "no_mask_construction": dict(
-        statement="Without the causal mask (encoder-style attention) inverse permutation learning is feasible.",
-        criterion="Bidirectional, k=0: mean per-row accuracy over seeds >= 0.99 for every architecture in "
-                  "the profile (small: the paper's attention-only model; full adds the standard transformer). "
-                  "Below that: inconclusive (a constructive claim is not refuted by a failure to train in a "
-                  "small budget).",
-        paper_value="feasible (construction)",
-    ),
-    "scratch_construction": dict(
-        statement="Padding the input with content-free scratch tokens makes the task solvable for a "
-                  "decoder-only transformer.",
-        criterion="Causal with k=n scratch tokens: mean per-row accuracy over seeds >= 0.99 for every "
-                  "architecture in the profile; below that: inconclusive.",
-        paper_value="feasible with scratch tokens (construction)",
-    ),
-    "ceiling_curve": dict(
-        statement="With k scratch tokens a causal model's accuracy follows the information ceiling "
-                  "c(k) + (1 - c(k))/|V|, where c(k) = P(s(i) <= i + k).",
-        criterion="For every k in the causal arms with 0 < k < n: |mean accuracy - ceiling(k)| <= 5 pp "
-                  "(every architecture in the profile, mean over seeds); reproduced if all k pass; not_reproduced if "
-                  "any mean accuracy exceeds its ceiling by more than 5 pp (that would contradict the "
-                  "theory); otherwise inconclusive (under-trained).",
-        paper_value="implied by the proof of Theorem 1 (no numeric value in the paper)",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
-
 
 # --- models ----------------------------------------------------------------------------------------------
 
