@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from papers.icl_boolean.analysis import (decide_conjunction, decide_lstm, decide_sparse_parity,
-                                         decide_teaching, summary)
-from papers.icl_boolean.experiment import ModelSpec, build_model, combine, icl_loss, make_claims
+from papers.icl_boolean.analysis import (measure_conjunction, measure_lstm, measure_sparse_parity,
+                                         measure_teaching, summary)
+from papers.icl_boolean.experiment import ModelSpec, build_model, combine, icl_loss
+from shared.claims import load_claims
 from papers.icl_boolean.task import (accuracy_by_position, conjunction_labels, elimination_predictions,
                                      examples_to_reach, first_query_after_teaching, gf2_elimination_predictions,
                                      nearest_neighbour_predictions, parity_labels, sample_prompts,
@@ -190,70 +191,159 @@ def table(entries):
 
 
 def claims():
-    return {c.id: c for c in make_claims()}
+    return load_claims("icl_boolean")
 
 
-def test_decide_conjunction():
-    rise = np.linspace(0.6, 1.0, 20)
-    good = table([("transformer", "conjunction", s, "transformer", np.minimum(rise + 0.01, 1.0)) for s in range(3)]
-                 + [("transformer", "conjunction", s, "elimination", rise) for s in range(3)])
-    assert decide_conjunction(claims()["conjunction_matches_optimal"], good).verdict == "reproduced"
-    weak = good.copy()
-    sel = (weak["learner"] == "transformer") & (weak["seed"] == 1) & (weak["position"] > 15)
-    weak.loc[sel, "accuracy"] = 0.93
-    assert decide_conjunction(claims()["conjunction_matches_optimal"], weak).verdict == "inconclusive"
-    weak.loc[sel, "accuracy"] = 0.85
-    assert decide_conjunction(claims()["conjunction_matches_optimal"], weak).verdict == "not_reproduced"
+def test_registry_ids_kinds_gates_and_controls():
+    c = claims()
+    assert list(c) == ["conjunction_final_gap", "sparse_parity_near_chance", "teaching_post_prefix_gain",
+                       "lstm_below_transformer", "llm_competes_with_nearest_neighbour_v2"]
+    assert all(x.kind == "replication" and x.has_gate and x.has_control for x in c.values())
 
 
-def test_decide_sparse_parity():
-    solved = np.r_[np.full(10, 0.5), np.ones(10)]
-    entries = [("transformer", "sparse_parity", s, "gf2_elimination", solved) for s in range(3)]
-    chance = table(entries + [("transformer", "sparse_parity", s, "transformer", np.full(20, 0.52)) for s in range(3)])
-    assert decide_sparse_parity(claims()["sparse_parity_fails"], chance).verdict == "reproduced"
-    learned = table(entries + [("transformer", "sparse_parity", s, "transformer", np.full(20, 0.9)) for s in range(3)])
-    assert decide_sparse_parity(claims()["sparse_parity_fails"], learned).verdict == "not_reproduced"
-    partial = table(entries + [("transformer", "sparse_parity", s, "transformer", np.full(20, 0.65)) for s in range(3)])
-    assert decide_sparse_parity(claims()["sparse_parity_fails"], partial).verdict == "inconclusive"
+def _evaluate(cid, result):
+    m, gate, control, detail = result
+    return claims()[cid].evaluate(m, gate=gate, control=control, detail=detail)
 
 
-def post_table(teach, ctrl):
-    return pd.DataFrame([{"family": "transformer", "task": task, "seed": s, "learner": "transformer",
-                          "accuracy": acc} for task, accs in (("teach_conjunction", teach), ("mono_conjunction", ctrl))
-                         for s, acc in enumerate(accs)])
+RISE = np.linspace(0.6, 1.0, 20)
 
 
-def test_decide_teaching():
-    fast = np.r_[0.5, np.ones(19)]  # k90 = 2
-    slow = np.r_[np.linspace(0.5, 0.89, 9), np.full(11, 0.97)]  # k90 = 10
-    claim = claims()["teaching_sequence_helps"]
-    sharp = post_table([0.99, 0.97, 1.0], [0.7, 0.75, 0.72])
-
-    def tab(ctrl):
-        return table([("transformer", "teach_conjunction", s, "transformer", fast) for s in range(3)]
-                     + [("transformer", "mono_conjunction", s, "transformer", ctrl) for s in range(3)])
-    c = decide_teaching(claim, tab(slow), sharp)
-    assert c.verdict == "reproduced" and c.measured.value == pytest.approx(5.0)
-    assert decide_teaching(claims()["teaching_sequence_helps"], tab(fast), sharp).verdict == "not_reproduced"
-    # a large ratio but a model that is not sharp right after the teaching sequence
-    assert decide_teaching(claim, tab(slow), post_table([0.9, 0.97, 0.99], [0.7] * 3)).verdict == "inconclusive"
-    assert decide_teaching(claim, tab(slow), post_table([0.7, 0.75, 0.8], [0.7] * 3)).verdict == "not_reproduced"
-    medium = np.r_[0.5, 0.8, 0.85, np.ones(17)]  # k90 = 4 -> ratio 2
-    mixed = table([("transformer", "teach_conjunction", s, "transformer", fast) for s in range(3)]
-                  + [("transformer", "mono_conjunction", 0, "transformer", medium),
-                     ("transformer", "mono_conjunction", 1, "transformer", fast),
-                     ("transformer", "mono_conjunction", 2, "transformer", slow)])
-    assert decide_teaching(claim, mixed, sharp).verdict == "inconclusive"  # ratios 2, 1, 5: mean 2.67
+def conj_table(model_final, opt=RISE, nn=np.full(20, 0.8)):
+    """The model's curve is RISE with its last 5 positions set to ``model_final[s]`` per seed."""
+    entries = []
+    for s, f in enumerate(model_final):
+        c = RISE.copy()
+        c[-5:] = f
+        entries += [("transformer", "conjunction", s, "transformer", c),
+                    ("transformer", "conjunction", s, "elimination", opt),
+                    ("transformer", "conjunction", s, "nearest_neighbour", nn)]
+    return table(entries)
 
 
-def test_decide_lstm():
-    base = np.linspace(0.6, 1.0, 20)
-    def tab(deltas):
-        return table([("transformer", "conjunction", s, "transformer", base) for s in range(3)]
-                     + [("lstm", "conjunction", s, "lstm", base - d) for s, d in enumerate(deltas)])
-    assert decide_lstm(claims()["lstm_worse_than_transformer"], tab([0.05, 0.06, 0.07])).verdict == "reproduced"
-    assert decide_lstm(claims()["lstm_worse_than_transformer"], tab([-0.02, 0.0, -0.01])).verdict == "not_reproduced"
-    assert decide_lstm(claims()["lstm_worse_than_transformer"], tab([0.08, -0.05, 0.02])).verdict == "inconclusive"
+def test_conjunction_final_gap_uses_the_last_positions():
+    # elimination's final accuracy: mean of RISE[-5:] = 0.9579; the model 0.95 -> gap -0.0079 in every seed
+    opt_final = RISE[-5:].mean()
+    c = _evaluate("conjunction_final_gap", measure_conjunction(conj_table([0.95, 0.95, 0.95])))
+    assert c.measured.value == pytest.approx(0.95 - opt_final)
+    assert c.gate.passed and c.verdict == "reproduced"
+    # control: 1-NN at 0.8 -> gap -0.158, far below -0.03
+    assert c.control.measured.value == pytest.approx(0.8 - opt_final) and c.control_meets is False
+    # early positions do not count: a model far ahead early but 5 points behind at the end
+    behind = conj_table([0.905, 0.91, 0.9])
+    behind.loc[(behind["learner"] == "transformer") & (behind["position"] <= 15), "accuracy"] = 1.0
+    c = _evaluate("conjunction_final_gap", measure_conjunction(behind))
+    assert c.gate.passed and c.verdict == "not_reproduced"
+
+
+def test_conjunction_gate_failure_and_control_meeting_the_criterion():
+    c = _evaluate("conjunction_final_gap", measure_conjunction(conj_table([0.95, 0.85, 0.95])))
+    assert not c.gate.passed and c.gate.value == pytest.approx(0.85) and c.verdict == "inconclusive"
+    # a "nearest neighbour" as good as the optimal learner: the criterion would not discriminate
+    c = _evaluate("conjunction_final_gap", measure_conjunction(conj_table([0.96, 0.96, 0.96], nn=RISE)))
+    assert c.control_meets is True and c.verdict == "inconclusive"
+
+
+def parity_table(model, gate_final=0.97, gf2=1.0):
+    solved = np.r_[np.full(15, 0.5), np.full(5, gf2)]
+    entries = []
+    for s, acc in enumerate(model):
+        entries += [("transformer", "sparse_parity", s, "transformer", np.full(20, acc)),
+                    ("transformer", "sparse_parity", s, "gf2_elimination", solved),
+                    ("transformer", "sparse_conjunction", s, "transformer", np.r_[np.full(15, 0.7),
+                                                                                  np.full(5, gate_final)])]
+    return table(entries)
+
+
+def test_sparse_parity_near_chance():
+    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(parity_table([0.55, 0.56, 0.57])))
+    assert c.measured.value == pytest.approx(0.56) and c.gate.passed and c.verdict == "reproduced"
+    assert c.control.measured.value == pytest.approx(1.0) and c.control_meets is False
+    # learned parity: far outside [0.4, 0.6]
+    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(parity_table([0.9, 0.92, 0.95])))
+    assert c.verdict == "not_reproduced"
+    # near chance, but the same budget does not learn the same-size class either: under-training
+    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(parity_table([0.55, 0.56, 0.57], 0.8)))
+    assert not c.gate.passed and c.verdict == "inconclusive"
+    # a GF(2) "solver" stuck at chance meets the criterion: it does not discriminate
+    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(parity_table([0.55, 0.56, 0.57], gf2=0.5)))
+    assert c.control_meets is True and c.verdict == "inconclusive"
+
+
+def test_sparse_parity_gate_fails_when_the_gate_arm_was_not_run():
+    df = parity_table([0.55, 0.56, 0.57])
+    df = df[df["task"] == "sparse_parity"]
+    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(df))
+    assert not c.gate.passed and "not run" in c.gate.detail and c.verdict == "inconclusive"
+
+
+def post_table(teach, ctrl, null_teach=(0.6, 0.6, 0.6), null_ctrl=(0.6, 0.6, 0.6)):
+    rows = []
+    for task, model, null in (("teach_conjunction", teach, null_teach), ("mono_conjunction", ctrl, null_ctrl)):
+        for s, (acc, nacc) in enumerate(zip(model, null)):
+            rows += [{"family": "transformer", "task": task, "seed": s, "learner": "transformer", "accuracy": acc},
+                     {"family": "transformer", "task": task, "seed": s, "learner": "null", "accuracy": nacc}]
+    return pd.DataFrame(rows)
+
+
+def teach_table(teach_final=1.0, ctrl_final=0.97):
+    fast = np.r_[np.ones(15), np.full(5, teach_final)]
+    slow = np.r_[np.linspace(0.5, 0.89, 15), np.full(5, ctrl_final)]
+    return table([("transformer", "teach_conjunction", s, "transformer", fast) for s in range(3)]
+                 + [("transformer", "mono_conjunction", s, "transformer", slow) for s in range(3)])
+
+
+def test_teaching_post_prefix_gain():
+    c = _evaluate("teaching_post_prefix_gain",
+                  measure_teaching(teach_table(), post_table([1.0, 0.99, 1.0], [0.78, 0.8, 0.79])))
+    assert c.measured.value == pytest.approx(0.2067, abs=1e-3) and c.gate.passed and c.verdict == "reproduced"
+    assert c.control.measured.value == pytest.approx(0.0) and c.control_meets is False
+    assert "[1, 1, 1] with teaching" in c.detail
+    # a prefix worth only 3 points: not reproduced
+    c = _evaluate("teaching_post_prefix_gain",
+                  measure_teaching(teach_table(), post_table([0.82, 0.83, 0.81], [0.78, 0.8, 0.79])))
+    assert c.verdict == "not_reproduced"
+    # the control model did not learn its task: inconclusive
+    c = _evaluate("teaching_post_prefix_gain",
+                  measure_teaching(teach_table(ctrl_final=0.8), post_table([1.0, 0.99, 1.0], [0.78, 0.8, 0.79])))
+    assert not c.gate.passed and c.verdict == "inconclusive"
+    # a constant predictor that "gains" from the prefix would mean the two prompts differ at that index
+    c = _evaluate("teaching_post_prefix_gain",
+                  measure_teaching(teach_table(), post_table([1.0, 0.99, 1.0], [0.78, 0.8, 0.79],
+                                                             null_teach=(0.9, 0.91, 0.9))))
+    assert c.control_meets is True and c.verdict == "inconclusive"
+
+
+def lstm_table(deltas, aa=(0.0, 0.002, -0.002), lstm_final=0.95):
+    base = np.r_[np.linspace(0.6, 0.95, 15), np.full(5, 0.97)]
+    entries = []
+    for s, d in enumerate(deltas):
+        lstm = base - d
+        lstm[-5:] = lstm_final
+        entries += [("transformer", "conjunction", s, "transformer", base), ("lstm", "conjunction", s, "lstm", lstm)]
+        if aa is not None:
+            entries.append(("lstm_aa", "conjunction", s, "lstm_aa", lstm + aa[s]))
+    return table(entries)
+
+
+def test_lstm_below_transformer():
+    # a difference of the mean over positions: the 15 early positions shifted by d, the last 5 fixed
+    scale = 15 / 20
+    c = _evaluate("lstm_below_transformer", measure_lstm(lstm_table([0.05, 0.06, 0.07])))
+    assert c.measured.value == pytest.approx(0.06 * scale + (0.97 - 0.95) * 5 / 20, abs=1e-9)
+    assert c.gate.passed and c.verdict == "reproduced" and c.control_meets is False
+    assert c.control.measured.value == pytest.approx(0.0, abs=1e-9)
+    c = _evaluate("lstm_below_transformer", measure_lstm(lstm_table([-0.1, -0.12, -0.11])))
+    assert c.verdict == "not_reproduced"
+    c = _evaluate("lstm_below_transformer", measure_lstm(lstm_table([0.08, -0.05, 0.02])))
+    assert c.verdict == "inconclusive" and "straddles" in c.reason
+    c = _evaluate("lstm_below_transformer", measure_lstm(lstm_table([0.05, 0.06, 0.07], lstm_final=0.85)))
+    assert not c.gate.passed and c.verdict == "inconclusive"
+    # an A/A replicate as far ahead as the Transformer: seed noise alone meets the criterion
+    c = _evaluate("lstm_below_transformer", measure_lstm(lstm_table([0.05, 0.06, 0.07], aa=(0.05, 0.06, 0.07))))
+    assert c.control_meets is True and c.verdict == "inconclusive"
+    c = _evaluate("lstm_below_transformer", measure_lstm(lstm_table([0.05, 0.06, 0.07], aa=None)))
+    assert c.control.measured.value is None and c.verdict == "inconclusive"
 
 
 def test_summary_averages_over_seeds():
@@ -267,8 +357,8 @@ def test_summary_averages_over_seeds():
 
 from pathlib import Path  # noqa: E402
 
-from papers.icl_boolean.analysis import LLM_LEARNERS, decide_llm, llm_function_accuracy, llm_label_mass  # noqa: E402
-from papers.icl_boolean.experiment import LLM_BASELINES, LLM_PROMPT_SEED, run_llm_arm  # noqa: E402
+from papers.icl_boolean.analysis import LLM_LEARNERS, llm_function_accuracy, llm_label_mass, measure_llm  # noqa: E402
+from papers.icl_boolean.experiment import LLM_BASELINES, LLM_PROMPT_SEED, llm_prompts, run_llm_arm  # noqa: E402
 from papers.icl_boolean.llm import INSTRUCTION, encode, label_logprobs, prompt_text  # noqa: E402
 from papers.icl_boolean.task import CONJUNCTION_LITERAL_PROBS, LEARNERS, LLM_LITERAL_PROBS  # noqa: E402
 
@@ -384,28 +474,49 @@ def test_run_llm_arm_scores_the_same_prompts_as_the_baselines():
     tok = CharTokenizer()
     table = run_llm_arm(_tiny_lm(256), tok, seeds=[0, 2], n_dims=4, n_points=6, functions=3, batch_size=2,
                         progress=False)
-    assert len(table) == 2 * 3 * 6
-    assert list(table.columns[:4]) == ["seed", "function", "position", "label"]
-    for seed in (0, 2):
-        p = sample_prompts("conjunction", 3, 6, 4, np.random.default_rng(LLM_PROMPT_SEED + seed),
-                           literal_probs=LLM_LITERAL_PROBS)
-        rows = table[table["seed"] == seed]
-        assert np.array_equal(rows["label"].to_numpy(), p.ys.reshape(-1))
-        for name in LLM_BASELINES:
-            assert np.array_equal(rows[f"pred_{name}"].to_numpy(), LEARNERS[name](p.xs, p.ys).reshape(-1))
+    assert len(table) == 2 * 2 * 3 * 6
+    assert list(table.columns[:5]) == ["task", "seed", "function", "position", "label"]
+    for task in ("conjunction", "literal"):
+        for seed in (0, 2):
+            p = llm_prompts(task, seed, 3, 6, 4)
+            rows = table[(table["seed"] == seed) & (table["task"] == task)]
+            assert np.array_equal(rows["label"].to_numpy(), p.ys.reshape(-1))
+            for name in LLM_BASELINES:
+                assert np.array_equal(rows[f"pred_{name}"].to_numpy(), LEARNERS[name](p.xs, p.ys).reshape(-1))
+    # the conjunction prompts are the authors' LLM sampler's
+    p = sample_prompts("conjunction", 3, 6, 4, np.random.default_rng(LLM_PROMPT_SEED["conjunction"]),
+                       literal_probs=LLM_LITERAL_PROBS)
+    assert np.array_equal(table[(table["task"] == "conjunction") & (table["seed"] == 0)]["label"], p.ys.reshape(-1))
     assert np.array_equal(table["pred_smollm2"] > 0, table["logp1"] > table["logp0"])
     with pytest.raises(ValueError, match="functions must be >= 1"):
         run_llm_arm(_tiny_lm(256), tok, [0], 4, 6, 0)
 
 
-def llm_table(smollm2_correct, nn_correct):
+def test_literal_prompts_have_one_literal_and_balanced_labels():
+    p = sample_prompts("literal", 4000, 12, 5, np.random.default_rng(0))
+    assert (np.abs(p.w).sum(1) == 1).all()
+    i = np.abs(p.w).argmax(1)
+    sign = p.w[np.arange(4000), i]
+    assert np.array_equal(p.ys, p.xs[np.arange(4000), :, i] * sign[:, None])
+    assert abs(float((p.ys > 0).mean()) - 0.5) < 0.01
+
+
+def test_sparse_conjunction_has_the_sparse_parity_supports():
+    a = sample_prompts("sparse_conjunction", 500, 20, 8, np.random.default_rng(3))
+    b = sample_prompts("sparse_parity", 500, 20, 8, np.random.default_rng(3))
+    assert np.array_equal(a.w, b.w) and (a.w.sum(1) == 2).all()
+    assert np.array_equal(a.ys, conjunction_labels(a.xs, a.w))
+    assert abs(float((a.ys > 0).mean()) - (0.3 + 0.7 / 4)) < 0.02
+
+
+def llm_table(smollm2_correct, nn_correct, task="conjunction"):
     """(functions, positions) 0/1 arrays of correctness -> an arm table (labels all +1)."""
     smollm2_correct, nn_correct = np.asarray(smollm2_correct), np.asarray(nn_correct)
     F_, N = smollm2_correct.shape
     rows = []
     for f in range(F_):
         for t in range(N):
-            rows.append({"seed": f % 2, "function": f, "position": t + 1, "label": 1.0,
+            rows.append({"task": task, "seed": f % 2, "function": f, "position": t + 1, "label": 1.0,
                          "pred_smollm2": 1.0 if smollm2_correct[f, t] else -1.0,
                          "pred_nearest_neighbour": 1.0 if nn_correct[f, t] else -1.0,
                          "pred_elimination": 1.0, "pred_null": -1.0,
@@ -419,27 +530,53 @@ def test_llm_function_accuracy_leaves_out_the_first_position():
     assert acc.loc[0, "smollm2"] == pytest.approx(2 / 3) and acc.loc[0, "nearest_neighbour"] == pytest.approx(1 / 3)
     assert acc.loc[0, "elimination"] == 1.0 and acc.loc[0, "null"] == 0.0
     assert llm_label_mass(t) == pytest.approx(0.9)
-    assert list(acc.columns) == ["seed", "function", *LLM_LEARNERS]
+    assert list(acc.columns) == ["task", "seed", "function", *LLM_LEARNERS]
 
 
-def test_decide_llm():
+def _llm(conj_llm, conj_nn, literal_llm):
+    lit = np.asarray(literal_llm)
+    tab = pd.concat([llm_table(conj_llm, conj_nn), llm_table(lit, np.ones_like(lit), task="literal")],
+                    ignore_index=True)
+    return _evaluate("llm_competes_with_nearest_neighbour_v2", measure_llm(tab))
+
+
+def test_llm_claim_verdicts():
     rng = np.random.default_rng(0)
-    c = lambda: claims()["llm_competes_with_nearest_neighbour"]  # noqa: E731
+    learns = np.ones((10, 25))  # SmolLM2 right on every single-literal query: the gate passes
     same = rng.random((40, 11)) < 0.7
-    assert decide_llm(c(), llm_table(same, same)).verdict == "reproduced"  # d = 0 for every function
-    worse = decide_llm(c(), llm_table(np.zeros((40, 11)), np.ones((40, 11))))
+    c = _llm(same, same, learns)
+    assert c.gate.passed and c.verdict == "reproduced"  # d = 0 for every function
+    # control: the constant -1 predictor (labels all +1 here: always wrong) vs NN -> far below -0.05
+    assert c.control_meets is False
+    worse = _llm(np.zeros((40, 11)), np.ones((40, 11)), learns)
     assert worse.verdict == "not_reproduced" and worse.measured.value == pytest.approx(-1.0)
     assert worse.measured.n == 40
-    # half the functions far better, half far worse: mean 0 but an interval wider than the margin
-    mixed = np.vstack([np.ones((3, 11)), np.zeros((3, 11))])
-    assert decide_llm(c(), llm_table(mixed, 1 - mixed)).verdict == "inconclusive"
     # positions 2..25 (24 queries); nearest neighbour always right. SmolLM2 wrong on 1 of them for every
     # function: 4.2 points worse with no spread, inside the 5-point margin; wrong on 2: 8.3 points, outside
     nn = np.ones((10, 25))
     one_miss = np.tile(np.r_[0, 0, np.ones(23)], (10, 1))
-    assert decide_llm(c(), llm_table(one_miss, nn)).measured.value == pytest.approx(-1 / 24)
-    assert decide_llm(c(), llm_table(one_miss, nn)).verdict == "reproduced"
+    assert _llm(one_miss, nn, learns).measured.value == pytest.approx(-1 / 24)
+    assert _llm(one_miss, nn, learns).verdict == "reproduced"
     two_misses = np.tile(np.r_[0, 0, 0, np.ones(22)], (10, 1))
-    assert decide_llm(c(), llm_table(two_misses, nn)).verdict == "not_reproduced"
-    not_run = decide_llm(c(), None)
-    assert not_run.verdict == "inconclusive" and not_run.measured.value is None
+    assert _llm(two_misses, nn, learns).verdict == "not_reproduced"
+
+
+def test_llm_gate_uses_positions_11_onwards_of_the_literal_prompts():
+    nn = np.ones((10, 25))
+    # right only on positions 1..10 of the single-literal prompts: accuracy 0 from position 11 on
+    early_only = np.tile(np.r_[np.ones(10), np.zeros(15)], (10, 1))
+    c = _llm(np.zeros((10, 25)), nn, early_only)
+    assert not c.gate.passed and c.gate.value == pytest.approx(0.0) and c.verdict == "inconclusive"
+    # 12 of the 15 late queries right: 0.8 >= 0.75
+    late = np.tile(np.r_[np.zeros(10), np.ones(12), np.zeros(3)], (10, 1))
+    c = _llm(np.zeros((10, 25)), nn, late)
+    assert c.gate.passed and c.gate.value == pytest.approx(0.8) and c.verdict == "not_reproduced"
+    # prompts too short for the gate (N = 10): the gate fails
+    c = _llm(np.zeros((10, 10)), np.ones((10, 10)), np.ones((10, 10)))
+    assert not c.gate.passed and c.verdict == "inconclusive"
+
+
+def test_llm_control_meeting_the_criterion_makes_it_inconclusive():
+    # nearest neighbour always wrong: the constant predictor (also always wrong here) is not behind it
+    c = _llm(np.zeros((10, 25)), np.zeros((10, 25)), np.ones((10, 25)))
+    assert c.control_meets is True and c.verdict == "inconclusive"

@@ -1,4 +1,7 @@
-"""Aggregation of accuracy curves and the verdict rules of the pre-registered claims.
+"""Aggregation of accuracy curves and the measurements behind the registered claims (``claims.yaml``).
+
+Each ``measure_*`` function returns what :meth:`shared.claims.Claim.evaluate` needs: the statistic with its
+interval, the gate's outcome, the control's measurement, and a detail line.
 
 Input: a long table with one row per ``family, task, seed, learner, position`` and its ``accuracy`` (the
 fraction of evaluation prompts whose label at that position was predicted correctly). ``learner`` is the
@@ -10,24 +13,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shared.metrics import Claim, Measurement
-from shared.stats import bootstrap_ci, paired_t_test, seed_measurement
+from shared.claims import Control, Gate
+from shared.metrics import Measurement
+from shared.stats import bootstrap_ci, seed_measurement
 
 from .task import OPTIMAL_LEARNER, examples_to_reach
 
 FINAL_POSITIONS = 5  # "final accuracy" = mean over the last 5 query positions
-# conjunction_matches_optimal
-CONJ_FINAL, CONJ_GAP = 0.95, -0.03
-CONJ_FINAL_FAIL, CONJ_GAP_FAIL = 0.90, -0.06
-# sparse_parity_fails
-PARITY_CHANCE_MAX, PARITY_SOLVER_MIN, PARITY_LEARNED = 0.60, 0.95, 0.75
-# teaching_sequence_helps
-TEACH_LEVEL, TEACH_RATIO, TEACH_RATIO_FAIL = 0.90, 2.0, 1.5
-TEACH_POST, TEACH_POST_FAIL = 0.95, 0.80
-# lstm_worse_than_transformer
-LSTM_MARGIN, ALPHA = 0.01, 0.05
-# llm_competes_with_nearest_neighbour: non-inferiority margin of the LLM against 1-NN
-LLM_MARGIN = -0.05
+LEARNED = 0.90  # the gates: a trained model's final accuracy on held-out prompts, in every seed
+TEACH_LEVEL = 0.90  # k90 (reported in the teaching claim's detail): examples until the curve stays >= 0.90
+LLM_GATE, LLM_GATE_FROM = 0.75, 11  # the LLM gate: accuracy on single literals over positions 11..N
 LLM_LEARNERS = ("smollm2", "nearest_neighbour", "elimination", "null")
 
 
@@ -60,119 +55,129 @@ def summary(df: pd.DataFrame, level: float = TEACH_LEVEL) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def decide_conjunction(claim: Claim, df: pd.DataFrame, family: str = "transformer",
-                       task: str = "conjunction") -> Claim:
+def _fmt(values) -> str:
+    return ", ".join(f"{v:.4f}" for v in values)
+
+
+def _finals(df: pd.DataFrame, family: str, task: str, learner: str | None = None) -> list[float]:
+    return [final_accuracy(curve(df, family, task, s, learner or family)) for s in seeds_of(df, family, task)]
+
+
+def _learned_gate(parts: list[tuple[str, list[float]]]) -> Gate:
+    """Passed when every listed model's final accuracy is >= LEARNED in every seed."""
+    if any(not values for _, values in parts):
+        missing = [name for name, values in parts if not values]
+        return Gate(passed=False, value=None, detail=f"not run: {', '.join(missing)}")
+    lowest = min(min(values) for _, values in parts)
+    text = "; ".join(f"{name} final accuracy per seed {_fmt(values)}" for name, values in parts)
+    return Gate(passed=bool(lowest >= LEARNED), value=float(lowest), detail=f"{text} (needs >= {LEARNED} in every seed)")
+
+
+def measure_conjunction(df: pd.DataFrame, family: str = "transformer", task: str = "conjunction"):
+    """conjunction_final_gap: per seed, final accuracy of the model minus the elimination learner's on the
+    same prompts; gate: the model's final accuracy; control: 1-NN in place of the model."""
     seeds = seeds_of(df, family, task)
     optimal = OPTIMAL_LEARNER[task]
-    finals = [final_accuracy(curve(df, family, task, s, family)) for s in seeds]
-    gaps = [float(curve(df, family, task, s, family).mean() - curve(df, family, task, s, optimal).mean())
-            for s in seeds]
-    m = seed_measurement(finals, unit="accuracy (mean of last 5 positions)")
-    mean_gap = float(np.mean(gaps))
-    if min(finals) < CONJ_FINAL_FAIL or mean_gap < CONJ_GAP_FAIL:
-        verdict = "not_reproduced"
-    elif min(finals) >= CONJ_FINAL and mean_gap >= CONJ_GAP:
-        verdict = "reproduced"
-    else:
-        verdict = "inconclusive"
-    g = seed_measurement(gaps)
-    gap_ci = "" if g.ci_low is None else f" [{g.ci_low:.4f}, {g.ci_high:.4f}]"
-    detail = (f"{family} final accuracy per seed {', '.join(f'{v:.4f}' for v in finals)} (threshold "
-              f"{CONJ_FINAL}); {family} - {optimal} accuracy averaged over positions: mean {mean_gap:+.4f}{gap_ci} "
-              f"(threshold {CONJ_GAP:+.2f})")
-    return claim.decide(m, verdict, detail)
+    model = _finals(df, family, task)
+    opt = _finals(df, family, task, optimal)
+    nn = _finals(df, family, task, "nearest_neighbour")
+    gaps = [a - b for a, b in zip(model, opt)]
+    m = seed_measurement(gaps, unit="accuracy difference")
+    control = Control(seed_measurement([a - b for a, b in zip(nn, opt)], unit="accuracy difference"),
+                      f"1-nearest neighbour final accuracy per seed {_fmt(nn)} on the same prompts")
+    gate = _learned_gate([(family, model)])
+    detail = (f"final accuracy (last {FINAL_POSITIONS} positions) per seed {seeds}: {family} {_fmt(model)}, "
+              f"{optimal} {_fmt(opt)}, gap {', '.join(f'{g:+.4f}' for g in gaps)}")
+    return m, gate, control, detail
 
 
-def decide_sparse_parity(claim: Claim, df: pd.DataFrame, family: str = "transformer",
-                         task: str = "sparse_parity") -> Claim:
-    seeds = seeds_of(df, family, task)
+def measure_sparse_parity(df: pd.DataFrame, family: str = "transformer", task: str = "sparse_parity",
+                          gate_task: str = "sparse_conjunction"):
+    """sparse_parity_near_chance: the model's final accuracy on sparse parity; gate: the same model and
+    budget on sparse_conjunction (the same supports); control: GF(2) elimination on the same prompts."""
     solver = OPTIMAL_LEARNER[task]
-    finals = [final_accuracy(curve(df, family, task, s, family)) for s in seeds]
-    solver_finals = [final_accuracy(curve(df, family, task, s, solver)) for s in seeds]
-    m = seed_measurement(finals, unit="accuracy (mean of last 5 positions)")
-    if m.value >= PARITY_LEARNED:
-        verdict = "not_reproduced"
-    elif max(finals) <= PARITY_CHANCE_MAX and min(solver_finals) >= PARITY_SOLVER_MIN:
-        verdict = "reproduced"
-    else:
-        verdict = "inconclusive"
-    detail = (f"{family} final accuracy per seed {', '.join(f'{v:.4f}' for v in finals)} (chance-level "
-              f"threshold {PARITY_CHANCE_MAX}); {solver} final accuracy on the same prompts "
-              f"{', '.join(f'{v:.4f}' for v in solver_finals)} (needs >= {PARITY_SOLVER_MIN})")
-    return claim.decide(m, verdict, detail)
+    model = _finals(df, family, task)
+    solver_finals = _finals(df, family, task, solver)
+    m = seed_measurement(model, unit="accuracy", bounds=(0.0, 1.0))
+    control = Control(seed_measurement(solver_finals, unit="accuracy", bounds=(0.0, 1.0)),
+                      f"{solver} final accuracy per seed {_fmt(solver_finals)} on the same prompts")
+    gate_finals = _finals(df, family, gate_task) if seeds_of(df, family, gate_task) else []
+    gate = _learned_gate([(f"{family} on {gate_task}", gate_finals)])
+    first = [float(curve(df, family, task, s, family)[0]) for s in seeds_of(df, family, task)]
+    detail = (f"{family} final accuracy per seed {_fmt(model)} (at the first query, before any example: "
+              f"{_fmt(first)}); {solver} {_fmt(solver_finals)}")
+    return m, gate, control, detail
 
 
-def decide_teaching(claim: Claim, df: pd.DataFrame, post_teach: pd.DataFrame, family: str = "transformer",
-                    teach_task: str = "teach_conjunction", control_task: str = "mono_conjunction") -> Claim:
-    """``post_teach``: rows (family, task, seed, learner, accuracy) at the first query after the teaching
-    sequence (teach prompts) or at the same index (control prompts)."""
+def measure_teaching(df: pd.DataFrame, post_teach: pd.DataFrame, family: str = "transformer",
+                     teach_task: str = "teach_conjunction", control_task: str = "mono_conjunction"):
+    """teaching_post_prefix_gain: per seed, accuracy at the first query after the teaching sequence (teach
+    prompts) minus the control model's at the same index (the same point); gate: both models' final
+    accuracy; control: the constant -1 predictor in place of both models.
+
+    ``post_teach``: rows (family, task, seed, learner, accuracy) at that index."""
     seeds = sorted(set(seeds_of(df, family, teach_task)) & set(seeds_of(df, family, control_task)))
     if not seeds:
         raise KeyError(f"no seed has both {teach_task} and {control_task} for {family}")
-    k_teach = [examples_to_reach(curve(df, family, teach_task, s, family), TEACH_LEVEL) for s in seeds]
-    k_ctrl = [examples_to_reach(curve(df, family, control_task, s, family), TEACH_LEVEL) for s in seeds]
-    ratios = [c / t for c, t in zip(k_ctrl, k_teach)]
 
-    def at_anchor(task: str) -> list[float]:
+    def at_anchor(task: str, learner: str) -> list[float]:
         sel = post_teach[(post_teach["family"] == family) & (post_teach["task"] == task)
-                         & (post_teach["learner"] == family)].set_index("seed")["accuracy"]
+                         & (post_teach["learner"] == learner)].set_index("seed")["accuracy"]
         return [float(sel.loc[s]) for s in seeds]
 
-    post, post_ctrl = at_anchor(teach_task), at_anchor(control_task)
-    m = seed_measurement(ratios, unit="k90 ratio (no teaching / teaching)")
-    if m.value < TEACH_RATIO_FAIL or float(np.mean(post)) < TEACH_POST_FAIL:
-        verdict = "not_reproduced"
-    elif min(ratios) >= TEACH_RATIO and min(post) >= TEACH_POST:
-        verdict = "reproduced"
-    else:
-        verdict = "inconclusive"
-    n_points = int(df["position"].max())
-    detail = (f"k90 with teaching {k_teach}, without {k_ctrl} (N = {n_points}; N + 1 = never settles at "
-              f"{TEACH_LEVEL}); ratios {', '.join(f'{r:.2f}' for r in ratios)} (threshold {TEACH_RATIO} in every "
-              f"seed); accuracy at the first query after the teaching sequence {', '.join(f'{v:.4f}' for v in post)} "
-              f"(threshold {TEACH_POST}) vs the control model at the same index "
-              f"{', '.join(f'{v:.4f}' for v in post_ctrl)}")
-    return claim.decide(m, verdict, detail)
+    post, post_ctrl = at_anchor(teach_task, family), at_anchor(control_task, family)
+    null, null_ctrl = at_anchor(teach_task, "null"), at_anchor(control_task, "null")
+    m = seed_measurement([a - b for a, b in zip(post, post_ctrl)], unit="accuracy difference")
+    control = Control(seed_measurement([a - b for a, b in zip(null, null_ctrl)], unit="accuracy difference"),
+                      f"constant -1 predictor at the same index: {_fmt(null)} (teach) vs {_fmt(null_ctrl)} (control)")
+    gate = _learned_gate([(f"{family} on {teach_task}", [final_accuracy(curve(df, family, teach_task, s, family))
+                                                          for s in seeds]),
+                          (f"{family} on {control_task}", [final_accuracy(curve(df, family, control_task, s, family))
+                                                            for s in seeds])])
+    k_teach = [examples_to_reach(curve(df, family, teach_task, s, family), TEACH_LEVEL) for s in seeds]
+    k_ctrl = [examples_to_reach(curve(df, family, control_task, s, family), TEACH_LEVEL) for s in seeds]
+    detail = (f"accuracy at the first query after the teaching sequence per seed {_fmt(post)} vs the control "
+              f"model at the same index {_fmt(post_ctrl)}; examples until the curve stays >= {TEACH_LEVEL}: "
+              f"{k_teach} with teaching, {k_ctrl} without (N + 1 = never)")
+    return m, gate, control, detail
 
 
-def decide_lstm(claim: Claim, df: pd.DataFrame, task: str = "conjunction") -> Claim:
+def measure_lstm(df: pd.DataFrame, task: str = "conjunction", replicate: str = "lstm_aa"):
+    """lstm_below_transformer: per seed, Transformer minus LSTM accuracy averaged over positions (same
+    prompts); gate: both final accuracies; control: A/A, the LSTM replicate minus the LSTM."""
     seeds = sorted(set(seeds_of(df, "transformer", task)) & set(seeds_of(df, "lstm", task)))
     if not seeds:
         raise KeyError(f"no seed has both a transformer and an lstm on {task}")
     t_acc = [float(curve(df, "transformer", task, s, "transformer").mean()) for s in seeds]
     l_acc = [float(curve(df, "lstm", task, s, "lstm").mean()) for s in seeds]
-    diffs = [a - b for a, b in zip(t_acc, l_acc)]
-    mean = float(np.mean(diffs))
-    if len(seeds) < 2:
-        m = seed_measurement(diffs, unit="accuracy difference (transformer - lstm)")
-        verdict = "not_reproduced" if mean <= 0 else "inconclusive"
-        return claim.decide(m, verdict, f"one seed only: difference {mean:+.4f}; no test possible")
-    test = paired_t_test(t_acc, l_acc, alternative="greater")
-    m = Measurement(value=mean, ci_low=test.ci_low, ci_high=test.ci_high, n=len(seeds),
-                    method=f"paired over {len(seeds)} seeds, Student t interval", unit="accuracy difference "
-                    "(transformer - lstm, averaged over positions)")
-    if mean <= 0:
-        verdict = "not_reproduced"
-    elif mean > LSTM_MARGIN and test.pvalue < ALPHA:
-        verdict = "reproduced"
+    m = seed_measurement([a - b for a, b in zip(t_acc, l_acc)], unit="accuracy difference")
+    aa_seeds = [s for s in seeds if s in seeds_of(df, replicate, task)]
+    aa_acc = [float(curve(df, replicate, task, s, replicate).mean()) for s in aa_seeds]
+    aa = [a - float(curve(df, "lstm", task, s, "lstm").mean()) for a, s in zip(aa_acc, aa_seeds)]
+    if aa:
+        control = Control(seed_measurement(aa, unit="accuracy difference"),
+                          f"A/A: LSTM under training seeds 1000 + s minus the LSTM of seed s: "
+                          f"{', '.join(f'{v:+.4f}' for v in aa)}")
     else:
-        verdict = "inconclusive"
-    detail = (f"mean accuracy over positions: transformer {', '.join(f'{v:.4f}' for v in t_acc)}, lstm "
-              f"{', '.join(f'{v:.4f}' for v in l_acc)}; one-sided paired t test p = {test.pvalue:.3g} "
-              f"(needs difference > {LSTM_MARGIN} and p < {ALPHA})")
-    return claim.decide(m, verdict, detail)
+        control = Control(Measurement(None, None, None, 0, "A/A replicate not run", unit="accuracy difference"),
+                          "A/A replicate not run")
+    gate = _learned_gate([("transformer", [final_accuracy(curve(df, "transformer", task, s, "transformer"))
+                                           for s in seeds]),
+                          ("lstm", [final_accuracy(curve(df, "lstm", task, s, "lstm")) for s in seeds])])
+    detail = (f"accuracy averaged over positions per seed {seeds}: transformer {_fmt(t_acc)}, lstm {_fmt(l_acc)}")
+    return m, gate, control, detail
 
 
 # --- the LLM arm -----------------------------------------------------------------------------------------
 # Input: the table of ``experiment.run_llm_arm``, one row per (seed, function, position) with ``label`` and
 # ``pred_<learner>`` columns. Position 1 (no examples yet) is left out of every accuracy below.
 
-def llm_function_accuracy(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per (seed, function): each learner's accuracy over query positions 2..N."""
-    queries = table[table["position"] >= 2]
+def llm_function_accuracy(table: pd.DataFrame, first: int = 2) -> pd.DataFrame:
+    """One row per (task, seed, function): each learner's accuracy over query positions ``first``..N."""
+    queries = table[table["position"] >= first]
     correct = pd.DataFrame({name: queries[f"pred_{name}"] == queries["label"] for name in LLM_LEARNERS})
-    correct[["seed", "function"]] = queries[["seed", "function"]]
-    return correct.groupby(["seed", "function"], sort=True)[list(LLM_LEARNERS)].mean().reset_index()
+    correct[["task", "seed", "function"]] = queries[["task", "seed", "function"]]
+    return correct.groupby(["task", "seed", "function"], sort=True)[list(LLM_LEARNERS)].mean().reset_index()
 
 
 def llm_label_mass(table: pd.DataFrame) -> float:
@@ -180,30 +185,44 @@ def llm_label_mass(table: pd.DataFrame) -> float:
     return float(np.mean(np.exp(table["logp0"]) + np.exp(table["logp1"])))
 
 
-def decide_llm(claim: Claim, table: pd.DataFrame | None) -> Claim:
-    if table is None or table.empty:
-        m = Measurement(None, None, None, 1, "not run", unit="accuracy difference (SmolLM2 - 1-NN)")
-        return claim.decide(m, "inconclusive", "the LLM arm was not run (llm_functions = 0)")
-    acc = llm_function_accuracy(table)
-    d = (acc["smollm2"] - acc["nearest_neighbour"]).to_numpy()
-    value, lo, hi = bootstrap_ci(d)
-    seeds = sorted(int(s) for s in acc["seed"].unique())
-    m = Measurement(value=value, ci_low=lo, ci_high=hi, n=len(d),
-                    method=f"percentile bootstrap over {len(d)} functions ({len(seeds)} seeds), 10000 resamples",
-                    unit="accuracy difference (SmolLM2 - 1-NN), query positions 2..N")
+def _bootstrap(d: np.ndarray, what: str, seeds: int) -> Measurement:
     if len(d) < 2:
-        verdict = "inconclusive"
-    elif lo > LLM_MARGIN:
-        verdict = "reproduced"
-    elif hi < LLM_MARGIN:
-        verdict = "not_reproduced"
+        return Measurement(float(d.mean()) if len(d) else None, None, None, len(d), "fewer than 2 functions",
+                           unit="accuracy difference")
+    value, lo, hi = bootstrap_ci(d)
+    return Measurement(value=value, ci_low=lo, ci_high=hi, n=len(d),
+                       method=f"{what}: percentile bootstrap over {len(d)} functions ({seeds} seeds), 10000 resamples",
+                       unit="accuracy difference")
+
+
+def measure_llm(table: pd.DataFrame, task: str = "conjunction", gate_task: str = "literal"):
+    """llm_competes_with_nearest_neighbour_v2: per conjunction function, SmolLM2 minus 1-NN accuracy over
+    positions 2..N (bootstrap over functions); gate: SmolLM2 on single literals over positions
+    LLM_GATE_FROM..N; control: the constant -1 predictor in place of SmolLM2."""
+    acc = llm_function_accuracy(table)
+    conj = acc[acc["task"] == task]
+    if conj.empty:
+        raise ValueError(f"the LLM table has no {task} prompts")
+    n_seeds = conj["seed"].nunique()
+    m = _bootstrap((conj["smollm2"] - conj["nearest_neighbour"]).to_numpy(), "SmolLM2 - 1-NN", n_seeds)
+    control = Control(_bootstrap((conj["null"] - conj["nearest_neighbour"]).to_numpy(), "constant -1 - 1-NN",
+                                 n_seeds), "the constant -1 predictor in place of SmolLM2, same prompts")
+    late = llm_function_accuracy(table[table["task"] == gate_task], first=LLM_GATE_FROM)
+    if late.empty:
+        gate = Gate(passed=False, value=None, detail=f"no {gate_task} prompt has positions {LLM_GATE_FROM}..N")
     else:
-        verdict = "inconclusive"
-    per_seed = acc.assign(d=d).groupby("seed")["d"].mean()
-    means = acc[list(LLM_LEARNERS)].mean()
-    detail = (f"mean accuracy over positions 2..N: " + ", ".join(f"{k} {means[k]:.4f}" for k in LLM_LEARNERS)
-              + f"; mean difference per seed {', '.join(f'{v:+.4f}' for v in per_seed)}; mean probability on the "
-              f"two label digits {llm_label_mass(table):.3f}; SmolLM2 answers 1 on "
-              f"{float(np.mean(table['pred_smollm2'] > 0)):.3f} of queries, labels are 1 on "
-              f"{float(np.mean(table['label'] > 0)):.3f} (margin {LLM_MARGIN:+.2f})")
-    return claim.decide(m, verdict, detail)
+        means = late[list(LLM_LEARNERS)].mean()
+        gate = Gate(passed=bool(means["smollm2"] >= LLM_GATE), value=float(means["smollm2"]),
+                    detail=(f"SmolLM2 accuracy on single literals over positions {LLM_GATE_FROM}..N: "
+                            f"{means['smollm2']:.4f} over {len(late)} functions (needs >= {LLM_GATE}); "
+                            f"1-NN {means['nearest_neighbour']:.4f}, elimination {means['elimination']:.4f}, "
+                            f"constant -1 {means['null']:.4f}"))
+    per_seed = conj.assign(d=conj["smollm2"] - conj["nearest_neighbour"]).groupby("seed")["d"].mean()
+    means = conj[list(LLM_LEARNERS)].mean()
+    sub = table[table["task"] == task]
+    detail = (f"{task}, mean accuracy over positions 2..N: " + ", ".join(f"{k} {means[k]:.4f}" for k in LLM_LEARNERS)
+              + f"; SmolLM2 - 1-NN per seed {', '.join(f'{v:+.4f}' for v in per_seed)}; mean probability on the "
+              f"two label digits {llm_label_mass(sub):.3f}; SmolLM2 answers 1 on "
+              f"{float(np.mean(sub['pred_smollm2'] > 0)):.3f} of queries, labels are 1 on "
+              f"{float(np.mean(sub['label'] > 0)):.3f}")
+    return m, gate, control, detail

@@ -1,4 +1,4 @@
-"""Models, training and evaluation for the in-context Boolean-function replication, and the claims.
+"""Models, training and evaluation for the in-context Boolean-function replication (claims: ``claims.yaml``).
 
 Sequence layout (the authors' ``_combine``): the prompt ``(x_1, y_1, ..., x_N, y_N)`` becomes 2N vectors in
 R^n: ``z_{2t-1} = x_t`` and ``z_{2t} = (y_t, 0, ..., 0)``; a linear read-in maps them to d_model, and the
@@ -23,7 +23,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.metrics import Claim
 from shared.parallel import run_jobs
 from shared.seeding import seed_everything
 from shared.training import TrainConfig, TrainHistory, train
@@ -32,75 +31,6 @@ from shared.transformer import Transformer, TransformerConfig
 from .llm import label_logprobs, prompt_text
 from .task import (LEARNERS, LLM_LITERAL_PROBS, MONOTONE_TASKS, accuracy_by_position, first_query_after_teaching,
                    learners_for, sample_prompts)
-
-# --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
-
-CLAIMS = {
-    "conjunction_matches_optimal": dict(
-        statement="A Transformer trained from scratch to learn Conjunctions in context becomes near-perfect "
-                  "and nearly matches the optimal PAC learner (the elimination algorithm) in sample "
-                  "efficiency (Sec. 3, Table 1, Fig. 3).",
-        criterion="Conjunction, Transformer: final accuracy (mean over the last 5 query positions, 1280 "
-                  "fresh prompts) >= 0.95 in every seed AND the mean over seeds of (Transformer - "
-                  "elimination) accuracy averaged over all positions >= -0.03. not_reproduced if any seed's "
-                  "final accuracy < 0.90 or the mean gap < -0.06; otherwise inconclusive.",
-        paper_value="~100% accuracy on Conjunctions (n=28), curve close to the elimination algorithm's",
-    ),
-    "sparse_parity_fails": dict(
-        statement="Under the same training budget the Transformer stays near chance on Sparse Parities, a "
-                  "class that Gaussian elimination over GF(2) learns from O(n) examples (Sec. 3, Table 1).",
-        criterion="Sparse parity (k=2), Transformer: final accuracy (mean over the last 5 positions) <= 0.60 "
-                  "in every seed, while the GF(2) learner's final accuracy on the same prompts is >= 0.95. "
-                  "not_reproduced if the mean over seeds of the Transformer's final accuracy is >= 0.75; "
-                  "otherwise inconclusive.",
-        paper_value="chance-level (~50%) accuracy on Sparse Parity; Gaussian elimination learns it",
-    ),
-    "teaching_sequence_helps": dict(
-        statement="With a teaching sequence at the start of the prompt, a Transformer learns monotone "
-                  "conjunctions in context with far fewer examples, and is near-perfect right after the "
-                  "teaching sequence (Sec. 4).",
-        criterion="k90 = number of labelled points up to the first query from which the mean accuracy curve "
-                  "stays >= 0.90 (N + 1 if it never does); ratio k90(no teaching) / k90(teaching), one "
-                  "Transformer per arm and seed, same functions and inputs except the prefix. post-teach "
-                  "accuracy = the teaching model's accuracy on the first query after the teaching sequence "
-                  "(index |w| + 1). reproduced if the ratio is >= 2 AND the post-teach accuracy is >= 0.95 "
-                  "in every seed; not_reproduced if the mean ratio over seeds is < 1.5 or the mean post-teach "
-                  "accuracy is < 0.80; otherwise inconclusive.",
-        paper_value="near-perfect accuracy right after the teaching sequence (|w| + 1 examples) vs O(n) "
-                    "examples without it",
-    ),
-    "lstm_worse_than_transformer": dict(
-        statement="An LSTM trained the same way learns Conjunctions in context less well than the "
-                  "Transformer (Sec. 3.1, Table 1: LSTMs lag Transformers; other attention-free models are "
-                  "close).",
-        criterion="Conjunction: paired over seeds, Transformer - LSTM accuracy averaged over all positions. "
-                  "reproduced if the mean difference is > 0.01 and a one-sided paired t test gives p < 0.05; "
-                  "not_reproduced if the mean difference is <= 0; otherwise inconclusive.",
-        paper_value="LSTM below the Transformer on Conjunctions and most other classes (Table 1)",
-    ),
-    "llm_competes_with_nearest_neighbour": dict(
-        statement="A pretrained LLM prompted with labelled examples of a fresh Boolean function, which cannot "
-                  "be in its training data, predicts the labels of new inputs about as well as the "
-                  "nearest-neighbour baseline (claim (c) of the abstract; LLaMA-2 and GPT-4 in the paper, "
-                  "SmolLM2-135M-Instruct here).",
-        criterion="Conjunctions with n = 5 drawn by the authors' LLM sampler (literals P = (0.5, 0.25, 0.25), "
-                  "30% of points forced positive), N = 50 labelled points per prompt in the authors' 'basic' "
-                  "text format, fresh functions from every evaluation seed. SmolLM2's label at query t is the "
-                  "more probable of the tokens '0' and '1' after the t-1 labelled examples. Per function, d = "
-                  "SmolLM2 accuracy - 1-nearest-neighbour accuracy on the same prompt, averaged over query "
-                  "positions 2..N; 95% percentile bootstrap interval of the mean of d over functions (pooled "
-                  "over seeds). reproduced if the interval's lower end is > -0.05 (no worse than nearest "
-                  "neighbour by more than 5 points of accuracy); not_reproduced if its upper end is < -0.05; "
-                  "otherwise inconclusive (also when the arm was not run).",
-        paper_value="LLaMA-2-70B and GPT-4 comparable to nearest neighbour (authors' runs: n = 5, 50 points, "
-                    "100 functions)",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
-
 
 # --- models ----------------------------------------------------------------------------------------------
 
@@ -189,15 +119,18 @@ def predict(model: nn.Module, xs: np.ndarray, ys: np.ndarray, device: str, chunk
 
 
 def run_arm(task: str, spec: ModelSpec, seed: int, n_dims: int, n_points: int, steps: int, batch_size: int,
-            lr: float, n_eval: int, device: str, progress: bool = True) -> ArmResult:
+            lr: float, n_eval: int, device: str, progress: bool = True, train_seed: int | None = None) -> ArmResult:
     """Train one model on ``steps`` batches of fresh prompts (a new function per prompt), then evaluate
-    it and every classical learner on ``n_eval`` held-out prompts drawn with seed ``10_000 + seed``."""
+    it and every classical learner on ``n_eval`` held-out prompts drawn with seed ``10_000 + seed``.
+    ``train_seed`` (default ``seed``) seeds the initialisation and the training prompts: an A/A replicate
+    uses another training seed and the same evaluation prompts."""
     start = time.perf_counter()
-    seed_everything(seed)
+    train_seed = seed if train_seed is None else train_seed
+    seed_everything(train_seed)
     model = build_model(spec, n_dims, n_points).to(device)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(train_seed)
     cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=min(100, steps // 10), weight_decay=0.0,
-                      desc=f"{spec.family} {task} s{seed}", progress=progress, log_every=max(1, steps // 50))
+                      desc=f"{spec.family} {task} s{train_seed}", progress=progress, log_every=max(1, steps // 50))
     history = train(model, cfg, lambda step: _to_torch(sample_prompts(task, batch_size, n_points, n_dims, rng), device),
                     icl_loss, device)
     test = sample_prompts(task, n_eval, n_points, n_dims, np.random.default_rng(10_000 + seed))
@@ -215,12 +148,22 @@ def run_arm(task: str, spec: ModelSpec, seed: int, n_dims: int, n_points: int, s
     return ArmResult(curves, post_teach, history, n_params, time.perf_counter() - start)
 
 
+AA_SUFFIX = "_aa"  # family "lstm_aa": an A/A replicate of the "lstm" arm under other training seeds
+AA_SEED_OFFSET = 1000  # ... trained with seed 1000 + s, evaluated on the prompts of seed s
+
+
+def base_family(family: str) -> str:
+    return family.removesuffix(AA_SUFFIX)
+
+
 def run_grid(arms: list[tuple[str, str]], specs: dict[str, ModelSpec], seeds: list[int], n_dims: int,
              n_points: int, steps: dict[tuple[str, str], int], batch_size: int, lr: dict[str, float], n_eval: int,
              device: str, workers: int = 1, progress: bool = True):
     """Train and evaluate every (family, task) arm for every seed, ``workers`` models at a time in separate
     single-threaded processes (each model is seeded on its own, so results do not depend on ``workers``).
-    ``steps`` maps (family, task) to the number of optimisation steps.
+    ``steps`` maps (family, task) to the number of optimisation steps. A family ``<f>_aa`` is an A/A
+    replicate of family ``<f>``: the same spec and learning rate, training seed ``1000 + s``, the
+    evaluation prompts of seed ``s``.
 
     Returns (curves, post_teach, loss curves, runs): curves has one row per (family, task, seed, learner,
     position) with the accuracy; the classical learners are evaluated on the same prompts as the model of
@@ -230,8 +173,9 @@ def run_grid(arms: list[tuple[str, str]], specs: dict[str, ModelSpec], seeds: li
     import pandas as pd
 
     keys = [(family, task, seed) for family, task in arms for seed in seeds]
-    jobs = [(task, specs[family], seed, n_dims, n_points, steps[(family, task)], batch_size, lr[family], n_eval,
-             device, progress and workers <= 1) for family, task, seed in keys]
+    jobs = [(task, specs[base_family(family)], seed, n_dims, n_points, steps[(family, task)], batch_size,
+             lr[base_family(family)], n_eval, device, progress and workers <= 1,
+             seed + AA_SEED_OFFSET if family.endswith(AA_SUFFIX) else seed) for family, task, seed in keys]
 
     def report(i: int, res: ArmResult, done: int) -> None:
         if progress:
@@ -241,7 +185,7 @@ def run_grid(arms: list[tuple[str, str]], specs: dict[str, ModelSpec], seeds: li
                   f"({res.seconds:.1f} s)", flush=True)
 
     # longest jobs first (transformer steps cost about 3x an LSTM's) so the last worker does not finish alone
-    cost = [job[5] * (3 if key[0] == "transformer" else 1) for job, key in zip(jobs, keys)]
+    cost = [job[5] * (3 if base_family(key[0]) == "transformer" else 1) for job, key in zip(jobs, keys)]
     results = run_jobs(run_arm, jobs, workers if device == "cpu" else 1, cost=cost, on_done=report)
 
     rows, post, losses, runs = [], [], [], []
@@ -262,18 +206,32 @@ def run_grid(arms: list[tuple[str, str]], specs: dict[str, ModelSpec], seeds: li
     return pd.DataFrame(rows), pd.DataFrame(post, columns=post_cols), pd.DataFrame(losses), pd.DataFrame(runs)
 
 
-# --- the LLM arm: SmolLM2 prompted with fresh conjunctions -----------------------------------------------
+# --- the LLM arm: SmolLM2 prompted with fresh conjunctions (and single literals, its gate) ---------------
 
-LLM_PROMPT_SEED = 20_000  # prompts of evaluation seed s are drawn with seed 20_000 + s
+LLM_PROMPT_SEED = {"conjunction": 20_000, "literal": 21_000}  # prompts of seed s: LLM_PROMPT_SEED[task] + s
+LLM_TASKS = tuple(LLM_PROMPT_SEED)
 LLM_BASELINES = ("elimination", "nearest_neighbour", "null")
 
 
-def run_llm_arm(model, tokenizer, seeds: list[int], n_dims: int, n_points: int, functions: int,
-                batch_size: int = 4, device: str = "cpu", progress: bool = True):
-    """Prompt the language model with ``functions`` fresh conjunctions per seed (the authors' LLM sampler)
-    and run the classical learners on the same prompts.
+def llm_prompts(task: str, seed: int, functions: int, n_points: int, n_dims: int):
+    """The prompts of one seed of the LLM arm: conjunctions with the authors' LLM sampler, or single
+    literals (the gate's easiest class)."""
+    if task not in LLM_PROMPT_SEED:
+        raise ValueError(f"LLM arm task must be one of {LLM_TASKS}; got {task!r}")
+    rng = np.random.default_rng(LLM_PROMPT_SEED[task] + seed)
+    if task == "conjunction":
+        return sample_prompts(task, functions, n_points, n_dims, rng, literal_probs=LLM_LITERAL_PROBS)
+    return sample_prompts(task, functions, n_points, n_dims, rng)
 
-    Returns one row per (seed, function, position): the label, each learner's prediction in {-1, +1}
+
+def run_llm_arm(model, tokenizer, seeds: list[int], n_dims: int, n_points: int, functions: int,
+                batch_size: int = 4, device: str = "cpu", progress: bool = True,
+                tasks: tuple[str, ...] = LLM_TASKS):
+    """Prompt the language model with ``functions`` fresh functions per seed and class (``tasks``:
+    conjunctions from the authors' LLM sampler, single literals for the gate) and run the classical
+    learners on the same prompts.
+
+    Returns one row per (task, seed, function, position): the label, each learner's prediction in {-1, +1}
     (``pred_<learner>``; the LLM's is ``pred_smollm2``, the more probable label digit) and the LLM's
     log-probabilities of the two digits (``logp0``, ``logp1``)."""
     import pandas as pd
@@ -281,21 +239,22 @@ def run_llm_arm(model, tokenizer, seeds: list[int], n_dims: int, n_points: int, 
     if functions < 1:
         raise ValueError(f"functions must be >= 1; got {functions}")
     frames = []
-    for seed in seeds:
-        start = time.perf_counter()
-        p = sample_prompts("conjunction", functions, n_points, n_dims, np.random.default_rng(LLM_PROMPT_SEED + seed),
-                           literal_probs=LLM_LITERAL_PROBS)
-        lp0, lp1 = label_logprobs(model, tokenizer, [prompt_text(p.xs[b], p.ys[b]) for b in range(functions)],
-                                  batch_size, device)
-        preds = {"smollm2": np.where(lp1 > lp0, 1.0, -1.0)}
-        preds.update({name: LEARNERS[name](p.xs, p.ys) for name in LLM_BASELINES})
-        grid = {"seed": np.full(p.ys.size, seed), "function": np.repeat(np.arange(functions), n_points),
-                "position": np.tile(np.arange(1, n_points + 1), functions), "label": p.ys.reshape(-1)}
-        grid.update({f"pred_{name}": v.reshape(-1) for name, v in preds.items()})
-        grid.update(logp0=lp0.reshape(-1), logp1=lp1.reshape(-1))
-        frames.append(pd.DataFrame(grid))
-        if progress:
-            acc = float(np.mean(preds["smollm2"][:, 1:] == p.ys[:, 1:]))
-            print(f"smollm2 seed={seed}: {functions} functions, accuracy {acc:.3f} "
-                  f"({time.perf_counter() - start:.1f} s)", flush=True)
+    for task in tasks:
+        for seed in seeds:
+            start = time.perf_counter()
+            p = llm_prompts(task, seed, functions, n_points, n_dims)
+            lp0, lp1 = label_logprobs(model, tokenizer, [prompt_text(p.xs[b], p.ys[b]) for b in range(functions)],
+                                      batch_size, device)
+            preds = {"smollm2": np.where(lp1 > lp0, 1.0, -1.0)}
+            preds.update({name: LEARNERS[name](p.xs, p.ys) for name in LLM_BASELINES})
+            grid = {"task": np.full(p.ys.size, task), "seed": np.full(p.ys.size, seed),
+                    "function": np.repeat(np.arange(functions), n_points),
+                    "position": np.tile(np.arange(1, n_points + 1), functions), "label": p.ys.reshape(-1)}
+            grid.update({f"pred_{name}": v.reshape(-1) for name, v in preds.items()})
+            grid.update(logp0=lp0.reshape(-1), logp1=lp1.reshape(-1))
+            frames.append(pd.DataFrame(grid))
+            if progress:
+                acc = float(np.mean(preds["smollm2"][:, 1:] == p.ys[:, 1:]))
+                print(f"smollm2 {task} seed={seed}: {functions} functions, accuracy {acc:.3f} "
+                      f"({time.perf_counter() - start:.1f} s)", flush=True)
     return pd.concat(frames, ignore_index=True)

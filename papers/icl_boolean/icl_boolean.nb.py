@@ -11,9 +11,10 @@
 # neighbour and attention-free models (LSTM here), and shows that a *teaching sequence* at the start of
 # the prompt makes the Transformer far more sample-efficient.
 #
-# The claims and the criteria that decide each verdict are fixed in `experiment.CLAIMS` and in the
-# README, before any result. This notebook trains one model per (arm, seed), evaluates it and the
-# classical learners on the same fresh prompts, and computes the verdicts from the numbers.
+# The claims, their gates and controls are registered in `claims.yaml` before any result. This notebook
+# trains one model per (arm, seed), evaluates it and the classical learners on the same fresh prompts,
+# measures each claim's statistic with its interval (`analysis.py`), and `shared.claims` turns the
+# measurement, the gate and the control into the verdict.
 
 # %% tags=["parameters"]
 profile: str = "small"  # parameter profile (set by the runner)
@@ -23,20 +24,21 @@ progress: bool = True  # show progress bars (set by the runner)
 n_dims: int = 8  # input dimension n | 2 <= x <= 62
 n_points: int = 20  # labelled points per prompt N | x >= n_dims + 2 and x >= 6
 seeds: list[int] = [0, 1, 2]  # evaluation seeds (one model per arm and seed) | len(x) >= 1 and len(set(x)) == len(x)
-lstm_tasks: list[str] = ["conjunction"]  # classes the LSTM is trained on (the Transformer does all four) | "conjunction" in x and all(t in ("conjunction", "sparse_parity", "teach_conjunction", "mono_conjunction") for t in x)
+lstm_tasks: list[str] = ["conjunction"]  # classes the LSTM is trained on (the Transformer does all five) | "conjunction" in x and all(t in ("conjunction", "sparse_parity", "teach_conjunction", "mono_conjunction", "sparse_conjunction") for t in x)
 d_model: int = 64  # Transformer width | x >= 8
 n_layers: int = 3  # Transformer layers | 1 <= x <= 12
 n_heads: int = 4  # Transformer attention heads | x >= 1 and d_model % x == 0
 lstm_d_model: int = 64  # LSTM hidden size | x >= 8
 lstm_layers: int = 2  # LSTM layers | 1 <= x <= 6
-steps: int = 2000  # optimisation steps per model on conjunction and sparse_parity (Transformer and LSTM) | x >= 1
-teach_steps: int = 1000  # optimisation steps per model on teach_conjunction and its control mono_conjunction | x >= 1
+steps: int = 2000  # optimisation steps per model on conjunction and sparse_parity (Transformer, LSTM and its A/A replicate) | x >= 1
+teach_steps: int = 600  # optimisation steps per model on teach_conjunction and its control mono_conjunction | x >= 1
+gate_steps: int = 1000  # optimisation steps of the Transformer on sparse_conjunction, the sparse-parity claim's gate (at most `steps`) | x >= 1
 batch_size: int = 64  # prompts (fresh functions) per step | x >= 1
 lr: float = 0.003  # AdamW peak learning rate, Transformer (100 warmup steps, cosine decay to 10%) | 0 < x < 1
 lstm_lr: float = 0.003  # AdamW peak learning rate, LSTM | 0 < x < 1
 n_eval: int = 1280  # held-out prompts per model | x >= 100
 workers: int = 2  # models trained in parallel on CPU, one single-threaded process each | x >= 1
-llm_functions: int = 20  # fresh conjunctions per seed for the SmolLM2 arm | x >= 1
+llm_functions: int = 5  # fresh functions per seed and class (conjunctions; single literals for the gate) in the SmolLM2 arm | x >= 1
 llm_n_dims: int = 5  # input dimension of the SmolLM2 prompts (the authors' LLM runs: 5) | 1 <= x <= 7
 llm_n_points: int = 50  # labelled points per SmolLM2 prompt (the authors': 50) | x >= 3
 llm_batch_size: int = 4  # SmolLM2 prompts per forward pass | x >= 1
@@ -48,10 +50,11 @@ import seaborn as sns
 import torch
 
 from papers.icl_boolean import TITLE, URL
-from papers.icl_boolean.analysis import (LLM_LEARNERS, decide_conjunction, decide_llm, decide_lstm,
-                                         decide_sparse_parity, decide_teaching, llm_function_accuracy,
-                                         llm_label_mass, summary)
-from papers.icl_boolean.experiment import ModelSpec, make_claims, run_grid, run_llm_arm
+from papers.icl_boolean.analysis import (LLM_LEARNERS, llm_function_accuracy, llm_label_mass, measure_conjunction,
+                                         measure_llm, measure_lstm, measure_sparse_parity, measure_teaching,
+                                         summary)
+from papers.icl_boolean.experiment import ModelSpec, run_grid, run_llm_arm
+from shared.claims import load_claims
 from shared.device import pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
@@ -66,17 +69,22 @@ print(f"profile={profile} device={device} workers={workers} output={out}")
 
 # %% [markdown]
 # ## Train and evaluate every arm
-# Transformer on the four prompt distributions (`conjunction`, `sparse_parity`, `teach_conjunction` and
-# its control `mono_conjunction`, the same prompts without the teaching prefix), and the LSTM on
-# `lstm_tasks`. Every model sees `steps x batch_size` fresh functions; the evaluation prompts (seed
-# `10000 + seed`) are shared by the model and the classical learners of its arm.
+# Transformer on the five prompt distributions (`conjunction`, `sparse_parity`, its gate
+# `sparse_conjunction` with the same 28 supports, `teach_conjunction` and its control `mono_conjunction`,
+# the same prompts without the teaching prefix), the LSTM on `lstm_tasks`, and an A/A replicate of the
+# LSTM on conjunctions (`lstm_aa`: training seeds 1000 + s, the evaluation prompts of seed s), the
+# control of the LSTM claim. Every model sees `steps x batch_size` fresh functions (`teach_steps` for
+# the teaching pair, `gate_steps` for `sparse_conjunction`); the evaluation prompts (seed `10000 + seed`) are shared by the model and the
+# classical learners of its arm.
 
 # %%
-TRANSFORMER_TASKS = ["conjunction", "sparse_parity", "teach_conjunction", "mono_conjunction"]
-arms = [("transformer", t) for t in TRANSFORMER_TASKS] + [("lstm", t) for t in lstm_tasks]
+TRANSFORMER_TASKS = ["conjunction", "sparse_parity", "sparse_conjunction", "teach_conjunction", "mono_conjunction"]
+arms = ([("transformer", t) for t in TRANSFORMER_TASKS] + [("lstm", t) for t in lstm_tasks]
+        + [("lstm_aa", "conjunction")])
 specs = {"transformer": ModelSpec("transformer", d_model, n_layers, n_heads),
-         "lstm": ModelSpec("lstm", lstm_d_model, lstm_layers)}
-steps_by_arm = {(f, t): teach_steps if t in ("teach_conjunction", "mono_conjunction") else steps for f, t in arms}
+         "lstm": ModelSpec("lstm", lstm_d_model, lstm_layers)}  # lstm_aa uses the lstm spec
+steps_by_arm = {(f, t): teach_steps if t in ("teach_conjunction", "mono_conjunction")
+                else gate_steps if t == "sparse_conjunction" else steps for f, t in arms}
 curves, post_teach, losses, runs = run_grid(arms, specs, seeds, n_dims, n_points, steps=steps_by_arm,
                                             batch_size=batch_size, lr={"transformer": lr, "lstm": lstm_lr},
                                             n_eval=n_eval, device=device, workers=workers, progress=progress)
@@ -94,12 +102,14 @@ runs
 post_teach.groupby(["task", "learner"])["accuracy"].agg(["mean", "min", "max"]).reset_index()
 
 # %% [markdown]
-# ## The LLM arm: SmolLM2 on fresh conjunctions
+# ## The LLM arm: SmolLM2 on fresh conjunctions, and on single literals (its gate)
 # SmolLM2-135M-Instruct reads `llm_functions` fresh conjunctions per seed (n = `llm_n_dims`, the authors'
 # LLM sampler) as text in the authors' format; one forward pass per prompt gives its label prediction at
 # every query (the more probable of the digits "0" and "1"). Nearest neighbour, the elimination learner and
-# the constant -1 predictor see the same prompts. The model is the same for every seed; the seeds only draw
-# the functions. It runs with `workers` torch threads (the cores the training workers used).
+# the constant -1 predictor see the same prompts. The gate asks whether the model learns anything in
+# context: the same number of prompts of the easiest class, a single literal (`y = x_i` or `y = -x_i`).
+# The model is the same for every seed; the seeds only draw the functions. It runs with `workers` torch
+# threads (the cores the training workers used).
 
 # %%
 from shared.lm import load_smollm2
@@ -110,21 +120,23 @@ llm_table = run_llm_arm(lm, tokenizer, seeds, llm_n_dims, llm_n_points, llm_func
                         device=device, progress=progress)
 del lm
 llm_accuracy = llm_function_accuracy(llm_table)
-llm_accuracy.groupby("seed")[list(LLM_LEARNERS)].mean()
+llm_accuracy.groupby(["task", "seed"])[list(LLM_LEARNERS)].mean()
 
 # %% [markdown]
 # ## Verdicts
 
 # %%
-claims = {c.id: c for c in make_claims()}
-decide_conjunction(claims["conjunction_matches_optimal"], curves)
-decide_sparse_parity(claims["sparse_parity_fails"], curves)
-decide_teaching(claims["teaching_sequence_helps"], curves, post_teach)
-decide_lstm(claims["lstm_worse_than_transformer"], curves)
-decide_llm(claims["llm_competes_with_nearest_neighbour"], llm_table)
+claims = load_claims("icl_boolean")
+for cid, (m, gate, control, detail) in {
+        "conjunction_final_gap": measure_conjunction(curves),
+        "sparse_parity_near_chance": measure_sparse_parity(curves),
+        "teaching_post_prefix_gain": measure_teaching(curves, post_teach),
+        "lstm_below_transformer": measure_lstm(curves),
+        "llm_competes_with_nearest_neighbour_v2": measure_llm(llm_table)}.items():
+    claims[cid].evaluate(m, gate=gate, control=control, detail=detail)
 pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
-               "ci_high": c.measured.ci_high, "verdict": c.verdict, "detail": c.detail}
-              for c in claims.values()])
+               "ci_high": c.measured.ci_high, "gate": c.gate.passed, "control": c.control.measured.value,
+               "verdict": c.verdict, "reason": c.reason} for c in claims.values()])
 
 # %% [markdown]
 # ## Figure: accuracy against the number of in-context examples
@@ -137,7 +149,7 @@ plot_df = curves.copy()
 plot_df = plot_df[(plot_df["learner"] == plot_df["family"]) | (plot_df["family"] == "transformer")]
 cb = sns.color_palette("colorblind")
 # the optimal learner of each class (one per panel) shares one colour
-palette = {"transformer": cb[0], "lstm": cb[1], "elimination": cb[2], "elimination_monotone": cb[2],
+palette = {"transformer": cb[0], "lstm": cb[1], "lstm_aa": cb[5], "elimination": cb[2], "elimination_monotone": cb[2],
            "gf2_elimination": cb[2], "sparse_parity_bayes": cb[4], "nearest_neighbour": cb[6], "null": cb[7]}
 hue_order = [h for h in palette if h in set(plot_df["learner"])]
 grid = sns.relplot(data=plot_df, x="position", y="accuracy", hue="learner", hue_order=hue_order, palette=palette,
@@ -153,22 +165,25 @@ savefig(grid.figure, out / "accuracy_vs_examples.png")
 
 # %% [markdown]
 # ## Figure: SmolLM2 against the classical learners on the same prompts
-# Accuracy at each query position, mean over functions (95% interval over functions, all seeds pooled).
+# Accuracy at each query position, mean over functions (95% interval over functions, all seeds pooled);
+# left the conjunctions of the claim, right the single literals of its gate.
 
 # %%
-llm_long = llm_table.melt(id_vars=["seed", "function", "position", "label"],
+llm_long = llm_table.melt(id_vars=["task", "seed", "function", "position", "label"],
                           value_vars=[f"pred_{name}" for name in LLM_LEARNERS], var_name="learner",
                           value_name="prediction")
 llm_long["learner"] = llm_long["learner"].str.removeprefix("pred_")
 llm_long["accuracy"] = (llm_long["prediction"] == llm_long["label"]).astype(float)
 llm_palette = {"smollm2": cb[3], "nearest_neighbour": cb[6], "elimination": cb[2], "null": cb[7]}
-fig, ax = plt.subplots(figsize=(7.6, 3.6))
-sns.lineplot(data=llm_long, x="position", y="accuracy", hue="learner", hue_order=list(LLM_LEARNERS),
-             palette=llm_palette, errorbar=("ci", 95), seed=0, ax=ax)
-ax.set_xlabel("query position t")
-sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-ax.set_title(f"SmolLM2-135M-Instruct in context, conjunctions n = {llm_n_dims} "
-             f"({llm_accuracy.shape[0]} functions)")
+fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), sharey=True)
+for ax, task in zip(axes, ["conjunction", "literal"]):
+    sns.lineplot(data=llm_long[llm_long["task"] == task], x="position", y="accuracy", hue="learner",
+                 hue_order=list(LLM_LEARNERS), palette=llm_palette, errorbar=("ci", 95), seed=0, ax=ax,
+                 legend=task == "literal")
+    ax.set_xlabel("query position t")
+    ax.set_title(f"SmolLM2-135M-Instruct, {task} n = {llm_n_dims} "
+                 f"({int((llm_accuracy['task'] == task).sum())} functions)")
+sns.move_legend(axes[1], "upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
 fig.tight_layout()
 savefig(fig, out / "llm_accuracy_vs_examples.png")
 
@@ -190,10 +205,10 @@ for r in table.itertuples():
 for r in post_teach[post_teach["learner"] == "transformer"].groupby("task")["accuracy"].mean().items():
     headline[f"{r[0]}_transformer_post_teach_accuracy"] = r[1]
 llm_table.to_csv(out / "llm_predictions.csv", index=False, float_format="%.6g")
-for name, value in llm_accuracy[list(LLM_LEARNERS)].mean().items():
-    headline[f"llm_conjunction_{name}_accuracy"] = float(value)
+for (task, name), value in llm_accuracy.groupby("task")[list(LLM_LEARNERS)].mean().stack().items():
+    headline[f"llm_{task}_{name}_accuracy"] = float(value)
 headline["llm_label_token_probability"] = llm_label_mass(llm_table)
 write_metrics(out, slug="icl_boolean", title=TITLE, url=URL, profile=profile, device=device, seeds=seeds,
               claims=list(claims.values()), headline=headline, params=snapshot(globals(), "icl_boolean"))
 for c in claims.values():
-    print(f"{c.id}: {c.verdict} ({c.detail})")
+    print(f"{c.id}: {c.verdict} ({c.reason}; {c.detail})")

@@ -21,6 +21,13 @@ Classes (the authors' exact rules, re-implemented):
   ``w`` uniquely within monotone conjunctions (Sec. 4).
 - ``mono_conjunction``: the control for the teaching experiment (our addition): exactly the
   ``teach_conjunction`` prompts without the teaching prefix (same functions, same input distribution).
+- ``sparse_conjunction`` (our addition, the gate of the sparse-parity claim): the AND of a uniformly random
+  set ``S`` of 2 coordinates (the same 28 supports as ``sparse_parity`` at n = 8, drawn the same way), so a
+  class of the same size; each point with probability 0.3 is forced to satisfy it (the conjunction rule),
+  which balances the labels (P(y = +1) = 0.3 + 0.7 / 4).
+- ``literal`` (our addition, the gate of the LLM claim): a single literal, ``y = x_i`` or ``y = -x_i`` for a
+  uniformly random coordinate and sign (2n functions); inputs uniform, labels balanced. The easiest
+  non-constant class: a learner that learns anything in context learns this.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ from itertools import combinations
 
 import numpy as np
 
-TASKS = ("conjunction", "sparse_parity", "teach_conjunction", "mono_conjunction")
+TASKS = ("conjunction", "sparse_parity", "teach_conjunction", "mono_conjunction", "sparse_conjunction", "literal")
 MONOTONE_TASKS = ("teach_conjunction", "mono_conjunction")
 SPARSE_PARITY_K = 2
 CONJUNCTION_LITERAL_PROBS = (0.7, 0.15, 0.15)  # P(w_i = 0), P(w_i = +1), P(w_i = -1)
@@ -96,15 +103,24 @@ def sample_prompts(task: str, batch: int, n_points: int, n_dims: int, rng: np.ra
         w = rng.choice(np.array([0.0, 1.0, -1.0], dtype=np.float32), size=(batch, n_dims), p=list(literal_probs))
         xs = _force_satisfying(rng, _uniform_inputs(rng, batch, n_points, n_dims), w, 0.3)
         return Prompts(xs, conjunction_labels(xs, w), w, teach_len)
-    if task == "sparse_parity":
+    if task in ("sparse_parity", "sparse_conjunction"):
         if n_dims < SPARSE_PARITY_K:
-            raise ValueError(f"sparse parity needs n_dims >= {SPARSE_PARITY_K}")
+            raise ValueError(f"{task} needs n_dims >= {SPARSE_PARITY_K}")
         # k distinct coordinates per prompt: the first k of a random permutation
         idx = np.argsort(rng.random((batch, n_dims)), axis=1)[:, :SPARSE_PARITY_K]
         w = np.zeros((batch, n_dims), dtype=np.float32)
         np.put_along_axis(w, idx, 1.0, axis=1)
         xs = _uniform_inputs(rng, batch, n_points, n_dims)
-        return Prompts(xs, parity_labels(xs, w), w, teach_len)
+        if task == "sparse_parity":
+            return Prompts(xs, parity_labels(xs, w), w, teach_len)
+        xs = _force_satisfying(rng, xs, w, 0.3)
+        return Prompts(xs, conjunction_labels(xs, w), w, teach_len)
+    if task == "literal":
+        w = np.zeros((batch, n_dims), dtype=np.float32)
+        w[np.arange(batch), rng.integers(0, n_dims, size=batch)] = rng.choice(np.array([1.0, -1.0], np.float32),
+                                                                              size=batch)
+        xs = _uniform_inputs(rng, batch, n_points, n_dims)
+        return Prompts(xs, conjunction_labels(xs, w), w, teach_len)
     # monotone conjunctions, with (teach_conjunction) or without (mono_conjunction) the teaching prefix
     if n_points < n_dims + 2:
         raise ValueError(f"{task} needs n_points >= n_dims + 2 (a teaching sequence and one query after it)")
@@ -226,6 +242,8 @@ OPTIMAL_LEARNER = {
     "sparse_parity": "gf2_elimination",
     "teach_conjunction": "elimination_monotone",
     "mono_conjunction": "elimination_monotone",
+    "sparse_conjunction": "elimination_monotone",
+    "literal": "elimination",
 }
 EXTRA_LEARNERS = {"sparse_parity": ["sparse_parity_bayes"]}
 
