@@ -8,11 +8,14 @@ import pandas as pd
 import pytest
 import torch
 
-from papers.ignite.analysis import (constraint_check, decide_improvement, decide_unseen_sharpness,
-                                    paired_differences, pair_summary)
-from papers.ignite.method import (IgniteState, SearchConfig, StackedMLP, _aggregate, gradient_ascent,
-                                  ignite_loss, make_claims, member_generators, prepare_seeds, reinforce,
-                                  surrogate_gradient_norm, to_designs, top_designs)
+from papers.ignite.analysis import (constraint_check, degradation, improvement_gate, measure_equal_distance,
+                                    measure_improvement, measure_unseen_sharpness, paired_differences,
+                                    pair_summary, select_eps_fraction)
+from papers.ignite.method import (Arm, IgniteState, SearchConfig, StackedMLP, SurrogateConfig, _aggregate,
+                                  gradient_ascent, ignite_loss, member_generators, prepare_seeds, reinforce,
+                                  standard_arms, surrogate_gradient_norm, to_designs, top_designs,
+                                  train_surrogates, travelled)
+from shared.claims import Gate, load_claims
 from papers.ignite.tasks import (Landscape, ackley, enumerate_sequences, make_dataset, normalized_score,
                                  one_hot, oracle, rastrigin, rosenbrock, task_spec)
 
@@ -64,6 +67,19 @@ def test_dataset_split_and_normalisation(name):
     assert normalized_score(torch.tensor([d.y_min, d.y_max]), d).tolist() == [0.0, 1.0]
     again = make_dataset(spec, 400, seed=3)
     assert torch.equal(again.x_offline, d.x_offline)
+
+
+def test_shifted_variant_draws_around_its_centre():
+    spec = task_spec("ackley_s12")
+    assert (spec.dim, spec.oracle_name, spec.center, spec.low, spec.high) == (12, "ackley", 2.5, -5.0, 5.0)
+    d = make_dataset(spec, 2000, seed=1)
+    x = torch.cat([d.x_offline, d.x_unseen])
+    assert abs(x.mean().item() - 2.5) < 0.05 and abs(x.std().item() - 0.75) < 0.05
+    assert torch.equal(oracle(spec, d.x_offline), ackley(d.x_offline))
+    assert d.y_offline.max() <= d.y_unseen.min()
+    assert task_spec("rosenbrock_s4").center == -1.0
+    with pytest.raises(ValueError):
+        task_spec("ackley_sx")
 
 
 def test_bad_inputs_are_rejected():
@@ -187,11 +203,50 @@ def _linear_surrogate(in_dim, n_tiles):
 def test_gradient_ascent_climbs_a_linear_surrogate_and_stays_in_the_box():
     data = prepare_seeds(task_spec("rastrigin"), 40, [0])
     model = _linear_surrogate(10, 2)
-    x = gradient_ascent(model, data, 2, 1, "grad", SearchConfig(n_candidates=4, steps=500, lr=0.1))
+    x, saved = gradient_ascent(model, data, 2, 1, "grad", SearchConfig(n_candidates=4, steps=500, lr=0.1), (0, 3))
     designs = to_designs(data, x)
+    x0 = top_designs(data, 4).unsqueeze(0).repeat(2, 1, 1, 1)
+    assert torch.equal(saved[0], x0)
+    # normalised steps: 3 iterations move a design by exactly 3 * 0.1 * sqrt(10) unless it reaches the bound
+    # (the three designs that start below 0 in standardised units do not; the fourth does)
+    moved = (saved[3] - x0).norm(dim=-1)
+    away = x0[..., 0] < 0
+    assert away.sum() >= 2 and torch.allclose(moved[away], torch.full_like(moved[away], 0.3 * math.sqrt(10)), atol=1e-5)
+    assert (moved[~away] <= 0.3 * math.sqrt(10) + 1e-6).all()
+    assert torch.allclose(travelled(saved[3], x0), moved.mean(-1))
     assert torch.allclose(designs[..., 0], torch.full_like(designs[..., 0], 5.12))  # pushed to the bound
     start = to_designs(data, top_designs(data, 4).unsqueeze(0))
     assert torch.allclose(designs[0, :, :, 1:], start[0, :, :, 1:], atol=1e-5)  # other coordinates untouched
+
+
+def test_normalised_steps_equalise_distance_and_raw_steps_do_not():
+    data = prepare_seeds(task_spec("rastrigin"), 40, [0])
+    steep, flat = _linear_surrogate(10, 1), _linear_surrogate(10, 1)
+    with torch.no_grad():
+        flat.weights[1].mul_(0.1)  # the same surrogate, ten times flatter
+    x0 = top_designs(data, 4).unsqueeze(0)
+    cfg = SearchConfig(n_candidates=4, steps=2, lr=0.01)
+    d = [travelled(gradient_ascent(m, data, 1, 1, "grad", cfg)[0], x0) for m in (steep, flat)]
+    assert torch.allclose(d[0], d[1])
+    raw = SearchConfig(n_candidates=4, steps=2, lr=0.01, normalized=False)
+    r = [travelled(gradient_ascent(m, data, 1, 1, "grad", raw)[0], x0) for m in (steep, flat)]
+    assert torch.allclose(r[1], 0.1 * r[0], rtol=1e-4)
+
+
+def test_arms_share_or_differ_in_initialisation_and_batches():
+    data = prepare_seeds(task_spec("rastrigin"), 64, [0, 1])
+    cfg = SurrogateConfig(hidden=8, n_layers=1, ensemble=2, epochs=1, batch_size=8)
+    arms = [Arm("vanilla"), Arm("vanilla_copy"), Arm("vanilla_aa", None, init_salt=4, batch_salt=5)]
+    model, state, _ = train_surrogates(data, arms, cfg, 1.0, "cpu", False, "t")
+    w = model.weights[0]  # members: arm-major, then seed, then ensemble member (4 per arm)
+    assert torch.equal(w[:4], w[4:8])  # same salts: identical training, identical weights
+    assert not torch.equal(w[:4], w[8:])  # the A/A arm: another initialisation and minibatches
+    assert not state.active.any()
+    ignite_arms = standard_arms(0.25)
+    assert [a.name for a in ignite_arms] == ["vanilla", "ignite", "vanilla_aa"]
+    _, state, _ = train_surrogates(data, ignite_arms, cfg, 2.0, "cpu", False, "t")
+    assert state.active.tolist() == [False] * 4 + [True] * 4 + [False] * 4
+    assert state.eps[4:8].tolist() == [0.5] * 4
 
 
 def test_reinforce_moves_the_search_distribution_uphill():
@@ -206,22 +261,30 @@ def test_reinforce_moves_the_search_distribution_uphill():
     assert (x <= hi + 1e-6).all()
 
 
-# --- verdict rules on synthetic tables -------------------------------------------------------------------
+# --- measurements and verdicts on synthetic tables ---------------------------------------------------------
 
-def _scores(diff_by_pair, seeds=(0, 1, 2), noise=0.0):
+def _scores(diff_by_pair, seeds=(0, 1, 2), noise=0.0, aa=0.0, distance=1.0):
     rng = np.random.default_rng(0)
     rows = []
     for (task, opt), d in diff_by_pair.items():
         for s in seeds:
             base = 0.5 + 0.01 * s
-            rows.append({"task": task, "seed": s, "optimizer": opt, "arm": "vanilla", "p100": base, "p50": base})
+            rows.append({"task": task, "seed": s, "optimizer": opt, "arm": "vanilla", "p100": base, "p50": base,
+                         "distance": 2.0})
             v = base + d + noise * rng.normal()
-            rows.append({"task": task, "seed": s, "optimizer": opt, "arm": "ignite", "p100": v, "p50": v})
+            rows.append({"task": task, "seed": s, "optimizer": opt, "arm": "ignite", "p100": v, "p50": v,
+                         "distance": 2.0 * distance})
+            w = base + aa + 0.01 * (s - 1)
+            rows.append({"task": task, "seed": s, "optimizer": opt, "arm": "vanilla_aa", "p100": w, "p50": w,
+                         "distance": 2.0})
     return pd.DataFrame(rows)
 
 
 def _claim(cid):
-    return {c.id: c for c in make_claims()}[cid]
+    return load_claims("ignite")[cid]
+
+
+PASSED = Gate(passed=True, detail="test", value=1.0)
 
 
 def test_paired_differences_and_summary():
@@ -232,44 +295,102 @@ def test_paired_differences_and_summary():
     assert s["diff"].round(6).tolist() == [0.1, -0.2] and s["seeds"].tolist() == [3, 3]
 
 
-def test_improvement_verdicts():
-    pairs = [(t, o) for t in "abcd" for o in ("grad", "ens_min")]
-    up = decide_improvement(_claim("improves_100th"), _scores({p: 0.01 * (i + 1) for i, p in enumerate(pairs)}), "p100")
-    assert up.verdict == "reproduced" and up.measured.value == pytest.approx(0.045)
-    down = decide_improvement(_claim("improves_100th"), _scores({p: -0.05 for p in pairs}), "p100")
-    assert down.verdict == "not_reproduced"
-    # 5 of 8 pairs ahead (62.5%) but the losses are large: no significant improvement -> inconclusive
-    mixed = {p: (0.001 if i < 5 else -0.3) for i, p in enumerate(pairs)}
-    assert decide_improvement(_claim("improves_50th"), _scores(mixed), "p50").verdict == "inconclusive"
-    half = {p: (0.1 if i < 4 else -0.1) for i, p in enumerate(pairs)}
-    assert decide_improvement(_claim("improves_50th"), _scores(half), "p50").verdict == "not_reproduced"
+def test_improvement_measurement_and_verdicts():
+    pairs = [(t, o) for t in "ab" for o in ("grad", "ens_min")]
+    m, g, ctl, _ = measure_improvement(_scores({p: 0.01 * (i + 1) for i, p in enumerate(pairs)}), "p100", PASSED)
+    # every seed: mean of 0.01, 0.02, 0.03, 0.04 = 0.025, zero spread
+    assert (m.value, m.ci_low, m.ci_high) == pytest.approx((0.025, 0.025, 0.025))
+    # A/A: vanilla_aa - vanilla = 0.01 (s - 1): mean 0, t interval +-4.303 * 0.01 / sqrt(3)
+    assert ctl.measured.value == pytest.approx(0.0, abs=1e-12)
+    assert ctl.measured.ci_high == pytest.approx(4.302653 * 0.01 / math.sqrt(3), rel=1e-5)
+    c = _claim("improves_100th_shifted").evaluate(m, gate=g, control=ctl)
+    assert c.verdict == "reproduced"
+    down = measure_improvement(_scores({p: -0.05 for p in pairs}), "p50", PASSED)
+    assert _claim("improves_50th_shifted").evaluate(*down[:1], gate=down[1], control=down[2]).verdict == "not_reproduced"
+    # the A/A arm is 0.05 ahead too: the criterion does not discriminate
+    aa = measure_improvement(_scores({p: 0.05 for p in pairs}, aa=0.05), "p100", PASSED)
+    c = _claim("improves_100th_shifted").evaluate(aa[0], gate=aa[1], control=aa[2])
+    assert c.verdict == "inconclusive" and c.control_meets
+    # a failed gate (nothing to prevent) makes it inconclusive whatever the interval
+    failed = Gate(passed=False, detail="no over-optimisation", value=0.0)
+    c = _claim("improves_100th_shifted").evaluate(m, gate=failed, control=ctl)
+    assert c.verdict == "inconclusive" and c.reason.startswith("gate failed")
 
 
-def _sharp(ratio_by_task, seeds=(0, 1, 2)):
+def _trajectory(drops):
+    """vanilla grad p50 rises to 1.0 at step 5, then ends at 1.0 - drop[task]; IGNITE flat at 0.8."""
+    rows = []
+    for task, drop in drops.items():
+        for s in (0, 1):
+            for step, v in ((0, 0.5), (5, 1.0), (10, 1.0 - drop)):
+                rows.append({"task": task, "seed": s, "optimizer": "grad", "arm": "vanilla", "step": step,
+                             "p50": v, "p100": v + 0.1})
+                rows.append({"task": task, "seed": s, "optimizer": "grad", "arm": "ignite", "step": step,
+                             "p50": 0.8, "p100": 0.9})
+    return pd.DataFrame(rows)
+
+
+def _sharp(ratio_by_task, seeds=(0, 1, 2), aa=1.0, eps=1.0):
     rows = []
     for task, r in ratio_by_task.items():
         for s in seeds:
             for k in range(2):
                 base = 2.0 + s + k
-                rows.append({"task": task, "seed": s, "member": k, "arm": "vanilla", "offline": base, "unseen": base})
-                rows.append({"task": task, "seed": s, "member": k, "arm": "ignite", "offline": base * r,
-                             "unseen": base * r * (1 + 0.01 * s)})
+                rows.append({"task": task, "seed": s, "member": k, "arm": "vanilla", "eps": 0.0, "offline": base,
+                             "unseen": base})
+                rows.append({"task": task, "seed": s, "member": k, "arm": "ignite", "eps": eps,
+                             "offline": base * r, "unseen": base * r * (1 + 0.01 * s)})
+                rows.append({"task": task, "seed": s, "member": k, "arm": "vanilla_aa", "eps": 0.0,
+                             "offline": base * aa, "unseen": base * aa * (1 + 0.01 * (s - 1))})
     return pd.DataFrame(rows)
 
 
-def test_unseen_sharpness_verdicts():
-    c = decide_unseen_sharpness(_claim("unseen_sharpness"), _sharp({"a": 0.5, "b": 0.7}))
-    assert c.verdict == "reproduced" and c.measured.ci_high < 0
-    assert decide_unseen_sharpness(_claim("unseen_sharpness"), _sharp({"a": 1.5, "b": 2.0})).verdict == "not_reproduced"
-    # one task sharper: not every task below 1 -> not reproduced as stated, interval straddles or not -> inconclusive
-    assert decide_unseen_sharpness(_claim("unseen_sharpness"), _sharp({"a": 0.5, "b": 1.2})).verdict == "inconclusive"
-    single = decide_unseen_sharpness(_claim("unseen_sharpness"), _sharp({"a": 0.5}, seeds=(0,)))
-    assert single.verdict == "inconclusive"  # one seed: no interval
+def test_degradation_and_the_gate():
+    d = degradation(_trajectory({"a": 0.2, "b": 0.0}))
+    assert d.set_index(["task", "seed"])["drop"].round(6).to_dict() == {("a", 0): 0.2, ("a", 1): 0.2,
+                                                                       ("b", 0): 0.0, ("b", 1): 0.0}
+    # sharpness: vanilla 2..4 (mean 3), IGNITE 0.25 x that (mean 0.75) with eps 1: binds and is met
+    sharp = _sharp({"a": 0.25, "b": 0.25}, seeds=(0, 1))
+    assert improvement_gate(_trajectory({"a": 0.2, "b": 0.1}), sharp).passed
+    no_drop = improvement_gate(_trajectory({"a": 0.2, "b": 0.01}), sharp)  # task b does not degrade
+    assert not no_drop.passed and no_drop.value == pytest.approx(0.01)
+    unmet = _sharp({"a": 0.5, "b": 0.5}, seeds=(0, 1))  # IGNITE at 1.5 eps: the constraint is not met
+    assert not improvement_gate(_trajectory({"a": 0.2, "b": 0.1}), unmet).passed
+    t = constraint_check(sharp)
+    assert t.set_index("task").loc["a", "ignite_over_eps"] == pytest.approx(0.75)
 
 
-def test_constraint_check():
-    t = constraint_check(_sharp({"a": 0.5}), {"a": 2.0})
-    assert t["ignite_over_eps"].item() == pytest.approx(0.5 * t["vanilla_over_eps"].item())
+def test_unseen_sharpness_check():
+    m, g, ctl, _ = measure_unseen_sharpness(_sharp({"a": 0.5, "b": 0.7}))
+    assert g is None and m.ci_high < -0.1
+    assert ctl.measured.value == pytest.approx(np.mean([np.log(1 + 0.01 * (s - 1)) for s in range(3)]), abs=1e-9)
+    c = _claim("unseen_sharpness_check").evaluate(m, control=ctl)
+    assert c.verdict == "passed"
+    m, _, ctl, _ = measure_unseen_sharpness(_sharp({"a": 0.95, "b": 0.97}))
+    assert _claim("unseen_sharpness_check").evaluate(m, control=ctl).verdict == "failed"
+    # the A/A arm 30% flatter as well: the check cannot tell the constraint from noise
+    m, _, ctl, _ = measure_unseen_sharpness(_sharp({"a": 0.5}, aa=0.7))
+    assert _claim("unseen_sharpness_check").evaluate(m, control=ctl).verdict == "failed"
+
+
+def test_equal_distance_check():
+    pairs = {("a", "grad"): 0.0, ("a", "ens_mean"): 0.0}
+    m, g, ctl, _ = measure_equal_distance(_scores(pairs, distance=1.0))
+    assert g is None and ctl is None and (m.value, m.ci_low, m.ci_high) == pytest.approx((0.0, 0.0, 0.0))
+    assert _claim("equal_distance_check").evaluate(m).verdict == "passed"
+    m, _, _, _ = measure_equal_distance(_scores(pairs, distance=0.5))  # IGNITE's designs travel half as far
+    assert m.value == pytest.approx(np.log(0.5))
+    assert _claim("equal_distance_check").evaluate(m).verdict == "failed"
+
+
+def test_select_eps_fraction():
+    rows = []
+    for s in (0, 1):
+        for arm, v in (("vanilla", 0.5), ("ignite@0.1", 0.4), ("ignite@0.25", 0.6), ("ignite@0.5", 0.6)):
+            rows.append({"task": "a", "seed": s, "optimizer": "grad", "arm": arm, "p100": v, "p50": v})
+    frac, table = select_eps_fraction(pd.DataFrame(rows))
+    assert frac == 0.5  # 0.25 and 0.5 tie at +0.1: the larger fraction (weaker penalty) wins
+    assert table["mean_gain"].round(6).tolist() == [0.1, 0.1, -0.1]
 
 
 def test_discrete_search_picks_the_rewarded_letter():
@@ -277,7 +398,7 @@ def test_discrete_search_picks_the_rewarded_letter():
     data = prepare_seeds(task_spec("tfbind"), 256, [0])
     model = _linear_surrogate(32, 2)
     cfg = SearchConfig(n_candidates=8, steps=100, lr=0.5, reinforce_lr=0.2)
-    letters = to_designs(data, gradient_ascent(model, data, 2, 1, "grad", cfg))  # (A, S, N, L)
+    letters = to_designs(data, gradient_ascent(model, data, 2, 1, "grad", cfg)[0])  # (A, S, N, L)
     start = to_designs(data, top_designs(data, 8).unsqueeze(0))
     assert (letters[..., 0] == 0).all()
     assert torch.equal(letters[0, :, :, 1:], start[0, :, :, 1:])  # unrewarded positions keep their argmax

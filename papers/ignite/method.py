@@ -1,5 +1,5 @@
 """IGNITE (Dao, Nguyen, Truong, Hoang, NeurIPS 2024): surrogate training under a gradient-norm (sharpness)
-constraint, plugged into offline optimizers; and the pre-registered claims of this replication.
+constraint, plugged into offline optimizers (the claims are in ``claims.yaml``).
 
 The paper (Sec. 3) measures the *sharpness* of a surrogate g(x; w) on a set of inputs D as the largest
 increase of its mean prediction h_D(w) = (1/|D|) sum_{x in D} g(x; w) under a parameter perturbation
@@ -13,7 +13,7 @@ L(w) + lambda * (||grad_w h_D(w)|| - eps) for w (which needs double backpropagat
 ascent step lambda <- max(0, lambda + eta_lambda * (||grad_w h_D(w)|| - eps)). Its hyper-parameters are
 the threshold eps and the dual step eta_lambda (the paper's sensitivity study varies exactly these two).
 Here the constraint is written in the equivalent, scale-free form ||grad_w h_D|| / eps - 1 <= 0 (the
-multiplier is rescaled by eps), and eps is set per task as a fixed fraction of the gradient norm a vanilla
+multiplier is rescaled by eps), and eps is set per task as a fraction (chosen on held-out tasks) of the gradient norm a vanilla
 surrogate reaches on a calibration seed that is never an evaluation seed.
 
 Vectorisation. Every surrogate of a task - evaluation seeds x {vanilla, IGNITE} x ensemble members - is one
@@ -38,52 +38,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.metrics import Claim
 from shared.stacked import StackedLayers, StackedLinear
 from shared.training import TrainConfig, TrainHistory, train
 
 from .tasks import OfflineData, TaskSpec, make_dataset, normalized_score, one_hot, oracle
 
-ARMS = ("vanilla", "ignite")
 OPTIMIZERS = ("grad", "ens_mean", "ens_min", "reinforce")
-
-# --- pre-registered claims (written before the first `small` run; see README.md) -------------------------
-
-CLAIMS = {
-    "improves_100th": dict(
-        statement="Training the surrogate under the gradient-norm (sharpness) constraint improves the "
-                  "normalized 100th-percentile score of a fixed offline optimizer in most (task, optimizer) "
-                  "pairs.",
-        criterion="Per (task, optimizer) pair, the paired difference IGNITE - vanilla of the normalized "
-                  "100th-percentile score, averaged over seeds. Reproduced if IGNITE wins (mean difference "
-                  "> 0) in >= 60% of pairs AND a one-sided Wilcoxon signed-rank test over pairs gives "
-                  "p < 0.05; not_reproduced if IGNITE wins in <= 50% of pairs; inconclusive otherwise. "
-                  "Reported value: mean difference over pairs, t interval over seeds.",
-        paper_value="improves most optimizer/task cells on Design-Bench (Ant, D'Kitty, TF-Bind-8, "
-                    "TF-Bind-10); gains up to +9.6% (100th percentile)",
-    ),
-    "improves_50th": dict(
-        statement="The same improvement holds for the normalized 50th-percentile (median) score.",
-        criterion="As improves_100th, on the 50th percentile of the 128 proposed designs.",
-        paper_value="50th-percentile tables reported alongside (appendix); improvement in most cells",
-    ),
-    "unseen_sharpness": dict(
-        statement="Reducing surrogate sharpness on the offline data reduces its sharpness on unseen data "
-                  "(the paper's theorem bounds the generalized sharpness by the empirical one).",
-        criterion="Per seed, the mean over tasks and ensemble members of log(||grad_w h_U||_IGNITE / "
-                  "||grad_w h_U||_vanilla), with U the unseen top half of the sampled designs. Reproduced "
-                  "if the t interval over seeds lies entirely below 0 and the mean log ratio is negative "
-                  "in every task; not_reproduced if the interval lies entirely above 0; inconclusive "
-                  "otherwise.",
-        paper_value="lower sharpness of IGNITE surrogates on unseen design candidates (sharpness table, "
-                    "REINFORCE and GA on Ant and TF-Bind-10)",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
-
 
 # --- the surrogate: M independent MLPs in one module ------------------------------------------------------
 
@@ -185,7 +145,6 @@ class SurrogateConfig:
     epochs: int = 50
     batch_size: int = 128
     lr: float = 1e-3
-    eps_fraction: float = 0.5  # eps = this * vanilla gradient norm on the calibration seed
     eta_lambda: float = 0.01
     calibration_seed: int = 100
 
@@ -196,6 +155,7 @@ class SearchConfig:
     steps: int = 200
     lr: float = 0.01  # gradient ascent step = lr * sqrt(input width) (continuous and logits)
     reinforce_lr: float = 0.05
+    normalized: bool = True  # gradient ascent along grad / ||grad|| (equal distance per step for every surrogate)
 
 
 @dataclass
@@ -240,32 +200,55 @@ def member_generators(task: str, seeds: list[int], ensemble: int, salt: int) -> 
             for seed in seeds for k in range(ensemble)]
 
 
-def train_surrogates(data: SeedData, arms: int, cfg: SurrogateConfig, eps: float | None, device: str,
+@dataclass(frozen=True)
+class Arm:
+    """One surrogate-training arm: vanilla (``eps_fraction`` None) or IGNITE with eps = ``eps_fraction`` x the
+    calibration norm; ``init_salt`` / ``batch_salt`` pick the generators of its initialisation and
+    minibatches. Arms with the same salts start from the same weights and see the same minibatches (the
+    vanilla / IGNITE pairing); the A/A control arm ``vanilla_aa`` is vanilla with other salts."""
+
+    name: str
+    eps_fraction: float | None = None
+    init_salt: int = 1
+    batch_salt: int = 2
+
+    @property
+    def ignite(self) -> bool:
+        return self.eps_fraction is not None
+
+
+def standard_arms(eps_fraction: float) -> list[Arm]:
+    """vanilla, IGNITE (same initialisation and minibatches) and the A/A control vanilla_aa."""
+    return [Arm("vanilla"), Arm("ignite", eps_fraction), Arm("vanilla_aa", None, init_salt=4, batch_salt=5)]
+
+
+def train_surrogates(data: SeedData, arms: list[Arm], cfg: SurrogateConfig, base_norm: float, device: str,
                      progress: bool, desc: str) -> tuple[StackedMLP, IgniteState, TrainHistory]:
     """Train ``arms x seeds x ensemble`` surrogates at once (member order: arm, seed, member).
 
-    Arm 0 is vanilla, arm 1 (if present) IGNITE with threshold ``eps``. Minibatches are drawn per
-    (seed, member) from generators that depend only on that pair, and shared by the arms.
+    An IGNITE arm's threshold is ``eps_fraction * base_norm``. Minibatches are drawn per (seed, member)
+    from generators that depend only on (task, seed, member, salt).
     """
     S, n, _ = data.x.shape
     K = cfg.ensemble
-    init_gens = member_generators(data.spec.name, data.seeds, K, salt=1)
-    batch_gens = member_generators(data.spec.name, data.seeds, K, salt=2)
-    model = StackedMLP(data.spec.input_dim, cfg.hidden, cfg.n_layers, init_gens, n_tiles=arms)
+    init_gens = [g for arm in arms for g in member_generators(data.spec.name, data.seeds, K, salt=arm.init_salt)]
+    batch_gens = [member_generators(data.spec.name, data.seeds, K, salt=arm.batch_salt) for arm in arms]
+    model = StackedMLP(data.spec.input_dim, cfg.hidden, cfg.n_layers, init_gens)
     M = model.members
-    active = torch.zeros(M, dtype=torch.bool)
-    if arms == 2:
-        active[S * K:] = True
-    state = IgniteState(eps=torch.full((M,), eps if eps else 1.0, device=device), active=active.to(device),
-                        eta_lambda=cfg.eta_lambda)
+    active = torch.tensor([arm.ignite for arm in arms for _ in range(S * K)], dtype=torch.bool)
+    eps = torch.tensor([(arm.eps_fraction or 1.0) * base_norm for arm in arms for _ in range(S * K)])
+    assert len(active) == M
+    state = IgniteState(eps=eps.to(device), active=active.to(device), eta_lambda=cfg.eta_lambda)
     x, y = data.x.to(device), data.y.to(device)
-    seed_of = torch.arange(S).repeat_interleave(K)  # (S*K,)
+    seed_of = torch.arange(S).repeat_interleave(K)[:, None].to(device)  # (S*K, 1)
 
     def batch_fn(step: int):
-        idx = torch.stack([torch.randint(n, (cfg.batch_size,), generator=g) for g in batch_gens])  # (S*K, B)
-        rows, idx = seed_of[:, None].to(device), idx.to(device)  # indices drawn on the CPU: same on any device
-        xb, yb = x[rows, idx], y[rows, idx]  # (S*K, B, in), (S*K, B)
-        return xb.repeat(arms, 1, 1), yb.repeat(arms, 1)
+        xs, ys = [], []
+        for gens in batch_gens:
+            idx = torch.stack([torch.randint(n, (cfg.batch_size,), generator=g) for g in gens]).to(device)
+            xs.append(x[seed_of, idx])  # (S*K, B, in); indices drawn on the CPU: the same on any device
+            ys.append(y[seed_of, idx])
+        return torch.cat(xs), torch.cat(ys)
 
     steps = cfg.epochs * math.ceil(n / cfg.batch_size)
     tc = TrainConfig(steps=steps, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=0.0, schedule="constant",
@@ -274,15 +257,15 @@ def train_surrogates(data: SeedData, arms: int, cfg: SurrogateConfig, eps: float
     return model, state, history
 
 
-def calibrate_eps(spec: TaskSpec, n_total: int, cfg: SurrogateConfig, device: str, progress: bool) -> float:
-    """eps = eps_fraction * the mean minibatch gradient norm ||grad_w h_B|| of one vanilla surrogate over the
-    last 10% of its training, on ``cfg.calibration_seed`` (not an evaluation seed)."""
+def calibrate_norm(spec: TaskSpec, n_total: int, cfg: SurrogateConfig, device: str, progress: bool) -> float:
+    """The mean minibatch gradient norm ||grad_w h_B|| of one vanilla surrogate over the last 10% of its
+    training, on ``cfg.calibration_seed`` (never an evaluation or selection seed); eps = fraction x this."""
     data = prepare_seeds(spec, n_total, [cfg.calibration_seed])
     one = dataclasses.replace(cfg, ensemble=1)
-    _, _, history = train_surrogates(data, 1, one, None, device, progress, f"{spec.name} calibration")
+    _, _, history = train_surrogates(data, [Arm("vanilla")], one, 1.0, device, progress, f"{spec.name} calibration")
     frame = history.to_frame()
     tail = frame[frame["step"] > 0.9 * frame["step"].max()]
-    return cfg.eps_fraction * float(tail["sharpness_vanilla"].mean())
+    return float(tail["sharpness_vanilla"].mean())
 
 
 # --- offline optimizers on the trained surrogates -----------------------------------------------------
@@ -318,36 +301,54 @@ def _box(data: SeedData) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def gradient_ascent(model: StackedMLP, data: SeedData, arms: int, K: int, optimizer: str,
-                    cfg: SearchConfig) -> torch.Tensor:
+                    cfg: SearchConfig, checkpoints: tuple[int, ...] = ()) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """Gradient ascent on the surrogate (Design-Bench "Grad. Ascent"; ``ens_mean`` / ``ens_min`` ascend the
-    mean / minimum of the ensemble) from the top ``n_candidates`` offline designs; step
-    ``lr * sqrt(input width)`` per iteration. Continuous designs are clipped to the box after every step;
-    discrete designs are optimised as per-position logits fed through a softmax (initialised from the
-    one-hot design smoothed to 0.7 / 0.1) and read out by argmax.
+    mean / minimum of the ensemble) from the top ``n_candidates`` offline designs.
+
+    Every design moves by ``lr * sqrt(input width)`` per iteration along its *normalised* gradient
+    ``grad / ||grad||`` (``cfg.normalized``, the default), so that every surrogate's designs travel the same
+    distance whatever the surrogate's slope: a flatter surrogate (IGNITE's aim) would otherwise make raw
+    gradient ascent travel less, which alone changes the scores. ``normalized=False`` takes raw steps
+    ``lr * sqrt(width) * grad``. Continuous designs are clipped to the box after every step; discrete designs
+    are optimised as per-position logits fed through a softmax (initialised from the one-hot design smoothed
+    to 0.7 / 0.1) and read out by argmax.
 
     Returns the proposed designs in the surrogate's input space (continuous: standardised; discrete:
-    one-hot), (A, S, N, in).
+    one-hot), (A, S, N, in), and the designs at the iterations in ``checkpoints`` (0 = the start).
     """
     spec = data.spec
     x0 = top_designs(data, cfg.n_candidates).unsqueeze(0).repeat(arms, 1, 1, 1)
     step = cfg.lr * math.sqrt(spec.input_dim)
+    saved: dict[int, torch.Tensor] = {}
+
+    def direction(grad: torch.Tensor) -> torch.Tensor:
+        if not cfg.normalized:
+            return grad
+        flat = grad.flatten(3) if spec.discrete else grad
+        norm = flat.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        return grad / (norm.unsqueeze(-1) if spec.discrete else norm)
+
     if spec.discrete:
         A, S, N, _ = x0.shape
         z = torch.log(0.1 + 0.6 * x0.reshape(A, S, N, spec.dim, spec.letters))
-        for _ in range(cfg.steps):
-            z = z.detach().requires_grad_(True)
-            score = _aggregate(_predict(model, z.softmax(-1).flatten(-2), K), optimizer)
-            (grad,) = torch.autograd.grad(score.sum(), z)
-            z = z + step * grad
-        return one_hot(z.detach().argmax(-1), spec.letters)
-    lo, hi = _box(data)
-    x = x0.clone()
-    for _ in range(cfg.steps):
-        x = x.detach().requires_grad_(True)
-        score = _aggregate(_predict(model, x, K), optimizer)
-        (grad,) = torch.autograd.grad(score.sum(), x)
-        x = torch.maximum(torch.minimum(x + step * grad, hi), lo)
-    return x.detach()
+        read = lambda v: one_hot(v.detach().argmax(-1), spec.letters)  # noqa: E731
+    else:
+        lo, hi = _box(data)
+        z = x0.clone()
+        read = lambda v: v.detach().clone()  # noqa: E731
+    for t in range(cfg.steps):
+        if t in checkpoints:
+            saved[t] = read(z)
+        z = z.detach().requires_grad_(True)
+        inputs = z.softmax(-1).flatten(-2) if spec.discrete else z
+        score = _aggregate(_predict(model, inputs, K), optimizer)
+        (grad,) = torch.autograd.grad(score.sum(), z)
+        z = z + step * direction(grad)
+        if not spec.discrete:
+            z = torch.maximum(torch.minimum(z, hi), lo)
+    if cfg.steps in checkpoints:
+        saved[cfg.steps] = read(z)
+    return read(z), saved
 
 
 def reinforce(model: StackedMLP, data: SeedData, arms: int, K: int, cfg: SearchConfig) -> torch.Tensor:
@@ -426,42 +427,72 @@ def sharpness_on(model: StackedMLP, x: torch.Tensor, arms: int, K: int) -> torch
 
 @dataclass
 class TaskResult:
-    scores: "object"  # DataFrame: task, seed, optimizer, arm, p100, p50
+    scores: "object"  # DataFrame: task, seed, optimizer, arm, p100, p50, distance
+    trajectory: "object"  # DataFrame: task, seed, optimizer, arm, step, p100, p50, distance (gradient ascent)
     sharpness: "object"  # DataFrame: task, seed, member, arm, offline, unseen
     curves: "object"  # DataFrame: task, step, mse, sharpness_vanilla, sharpness_ignite, lambda
-    eps: float
+    base_norm: float  # the calibration norm; arm eps = eps_fraction * base_norm
+    raw: "object" = None  # DataFrame like scores: `grad` with raw (unnormalised) steps, a diagnostic
+
+
+def _percentiles(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return scores.max(-1).values, torch.quantile(scores, 0.5, dim=-1)
+
+
+def travelled(x: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    """Mean over the proposals of the Euclidean distance from their starting design, in the surrogate's input
+    space (standardised units; one-hot for sequences): (A, S, N, in) -> (A, S)."""
+    return (x - x0).norm(dim=-1).mean(-1)
 
 
 def run_task(spec: TaskSpec, seeds: list[int], n_total: int, optimizers: list[str], surrogate: SurrogateConfig,
-             search: SearchConfig, device: str = "cpu", progress: bool = True) -> TaskResult:
-    """Calibrate eps, train vanilla and IGNITE surrogates for every seed, run every optimizer on both, score
-    the proposals with the oracle, and measure sharpness on offline and unseen inputs."""
+             search: SearchConfig, arms: list[Arm], device: str = "cpu", progress: bool = True,
+             n_checkpoints: int = 10, raw_diagnostic: bool = False) -> TaskResult:
+    """Calibrate the gradient-norm scale, train every arm's surrogates for every seed, run every optimizer on
+    each, score the proposals with the oracle (also at ``n_checkpoints`` points along gradient ascent), and
+    measure sharpness on offline and unseen inputs."""
     import pandas as pd
 
-    eps = calibrate_eps(spec, n_total, surrogate, device, progress)
+    base_norm = calibrate_norm(spec, n_total, surrogate, device, progress)
     data = prepare_seeds(spec, n_total, seeds)
-    model, state, history = train_surrogates(data, 2, surrogate, eps, device, progress, f"{spec.name} surrogates")
+    model, state, history = train_surrogates(data, arms, surrogate, base_norm, device, progress,
+                                             f"{spec.name} surrogates")
     model = model.cpu().eval()
-    K = surrogate.ensemble
-    rows = []
+    K, A = surrogate.ensemble, len(arms)
+    x0 = top_designs(data, search.n_candidates).unsqueeze(0).repeat(A, 1, 1, 1)
+    checkpoints = tuple(sorted({round(i * search.steps / n_checkpoints) for i in range(n_checkpoints + 1)}))
+    rows, traj = [], []
     for opt_name in optimizers:
         if opt_name not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {opt_name!r}; choose from {OPTIMIZERS}")
         if opt_name == "reinforce":
-            x = reinforce(model, data, 2, K, search)
+            x, saved = reinforce(model, data, A, K, search), {}
         else:
-            x = gradient_ascent(model, data, 2, K, opt_name, search)
-        scores = score_designs(data, x)  # (A, S, N)
-        p100 = scores.max(-1).values
-        p50 = torch.quantile(scores, 0.5, dim=-1)
-        for a, arm in enumerate(ARMS):
+            x, saved = gradient_ascent(model, data, A, K, opt_name, search, checkpoints)
+        p100, p50 = _percentiles(score_designs(data, x))  # (A, S)
+        dist = travelled(x, x0)
+        for a, arm in enumerate(arms):
             for s, seed in enumerate(seeds):
-                rows.append({"task": spec.name, "seed": seed, "optimizer": opt_name, "arm": arm,
-                             "p100": float(p100[a, s]), "p50": float(p50[a, s])})
-    sharp_off = sharpness_on(model, data.x, 2, K)
-    sharp_un = sharpness_on(model, data.x_unseen, 2, K)
-    srows = [{"task": spec.name, "seed": seed, "member": k, "arm": arm,
+                rows.append({"task": spec.name, "seed": seed, "optimizer": opt_name, "arm": arm.name,
+                             "p100": float(p100[a, s]), "p50": float(p50[a, s]), "distance": float(dist[a, s])})
+        for step, xs in saved.items():
+            q100, q50 = _percentiles(score_designs(data, xs))
+            d = travelled(xs, x0)
+            traj += [{"task": spec.name, "seed": seed, "optimizer": opt_name, "arm": arm.name, "step": step,
+                      "p100": float(q100[a, s]), "p50": float(q50[a, s]), "distance": float(d[a, s])}
+                     for a, arm in enumerate(arms) for s, seed in enumerate(seeds)]
+    sharp_off = sharpness_on(model, data.x, A, K)
+    sharp_un = sharpness_on(model, data.x_unseen, A, K)
+    srows = [{"task": spec.name, "seed": seed, "member": k, "arm": arm.name, "eps": (arm.eps_fraction or 0.0) * base_norm,
               "offline": float(sharp_off[a, s, k]), "unseen": float(sharp_un[a, s, k])}
-             for a, arm in enumerate(ARMS) for s, seed in enumerate(seeds) for k in range(K)]
+             for a, arm in enumerate(arms) for s, seed in enumerate(seeds) for k in range(K)]
     curves = history.to_frame().assign(task=spec.name)
-    return TaskResult(pd.DataFrame(rows), pd.DataFrame(srows), curves, eps)
+    raw = None
+    if raw_diagnostic:  # the same `grad` search with raw steps lr * sqrt(width) * grad: how far does each go?
+        x, _ = gradient_ascent(model, data, A, K, "grad", dataclasses.replace(search, normalized=False))
+        p100, p50 = _percentiles(score_designs(data, x))
+        dist = travelled(x, x0)
+        raw = pd.DataFrame([{"task": spec.name, "seed": seed, "optimizer": "grad_raw", "arm": arm.name,
+                             "p100": float(p100[a, s]), "p50": float(p50[a, s]), "distance": float(dist[a, s])}
+                            for a, arm in enumerate(arms) for s, seed in enumerate(seeds)])
+    return TaskResult(pd.DataFrame(rows), pd.DataFrame(traj), pd.DataFrame(srows), curves, base_norm, raw)

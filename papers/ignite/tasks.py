@@ -19,6 +19,12 @@ A dataset for one evaluation seed: ``n_total`` designs drawn uniformly (continuo
 distinct sequences without replacement), scored by the oracle, and split at the median: the bottom half
 is the offline dataset the surrogate sees, the top half is *unseen* (used only to measure sharpness on
 unseen data, never for training or search).
+
+*Shifted* variants (``<function>_s<dim>``, e.g. ``ackley_s20``): the designs are drawn from a narrow
+Gaussian ``N(center, spread^2)`` per coordinate, clipped to the box, with the centre away from the optimum
+(Design-Bench's data, too, come from a limited region of the design space). The box stays wide, so a
+surrogate's extrapolation can lead an optimizer far outside the data, where it can over-optimise. Their
+normalisation uses the same full-sample rule.
 """
 
 from __future__ import annotations
@@ -31,6 +37,10 @@ import numpy as np
 import torch
 
 TASKS = ("ackley", "rosenbrock", "rastrigin", "tfbind")
+FUNCTIONS = ("ackley", "rosenbrock", "rastrigin")
+# shifted-data centre and spread per function (original units; optimum at 0 for Ackley/Rastrigin, 1 for
+# Rosenbrock), fixed before any run
+SHIFT = {"ackley": (2.5, 0.75), "rastrigin": (2.5, 0.75), "rosenbrock": (-1.0, 0.4)}
 LANDSCAPE_SEED = 20240926  # fixes the discrete landscape (the same for every evaluation seed)
 TFBIND_LENGTH, TFBIND_LETTERS, TFBIND_PAIRS = 8, 4, 8
 
@@ -101,6 +111,13 @@ class TaskSpec:
     low: float = 0.0
     high: float = 0.0
     letters: int = 0  # > 0 for the discrete task
+    function: str = ""  # the oracle of a variant ("" = name)
+    center: float | None = None  # shifted variants: the designs come from N(center, spread^2) per coordinate
+    spread: float = 0.0
+
+    @property
+    def oracle_name(self) -> str:
+        return self.function or self.name
 
     @property
     def discrete(self) -> bool:
@@ -117,6 +134,11 @@ def task_spec(name: str, dim: int | None = None) -> TaskSpec:
     defaults = {"ackley": (20, -5.0, 5.0), "rosenbrock": (30, -2.0, 2.0), "rastrigin": (10, -5.12, 5.12)}
     if name == "tfbind":
         return TaskSpec("tfbind", TFBIND_LENGTH, letters=TFBIND_LETTERS)
+    base, _, suffix = name.partition("_s")
+    if base in FUNCTIONS and suffix.isdigit() and int(suffix) >= 2:
+        _, lo, hi = defaults[base]
+        center, spread = SHIFT[base]
+        return TaskSpec(name, int(suffix), lo, hi, function=base, center=center, spread=spread)
     if name not in defaults:
         raise ValueError(f"unknown task {name!r}; choose from {TASKS}")
     d, lo, hi = defaults[name]
@@ -129,7 +151,7 @@ def oracle(spec: TaskSpec, x: torch.Tensor) -> torch.Tensor:
     if spec.discrete:
         return make_landscape()(x)
     x = x.to(torch.float64).clamp(spec.low, spec.high)
-    return {"ackley": ackley, "rosenbrock": rosenbrock, "rastrigin": rastrigin}[spec.name](x)
+    return {"ackley": ackley, "rosenbrock": rosenbrock, "rastrigin": rastrigin}[spec.oracle_name](x)
 
 
 def one_hot(seqs: torch.Tensor, letters: int) -> torch.Tensor:
@@ -169,6 +191,9 @@ def make_dataset(spec: TaskSpec, n_total: int, seed: int) -> OfflineData:
         x = enumerate_sequences(spec.dim, spec.letters)[idx]
         all_scores = oracle(spec, enumerate_sequences(spec.dim, spec.letters))
         y_min, y_max = float(all_scores.min()), float(all_scores.max())
+    elif spec.center is not None:
+        x = (spec.center + spec.spread * torch.randn(n_total, spec.dim, generator=g, dtype=torch.float64)
+             ).clamp(spec.low, spec.high)
     else:
         x = spec.low + (spec.high - spec.low) * torch.rand(n_total, spec.dim, generator=g, dtype=torch.float64)
     y = oracle(spec, x)
