@@ -1,4 +1,4 @@
-"""Training and evaluation of one GPT-2 per (language, seed), and the pre-registered claims.
+"""Training and evaluation of one GPT-2 per (language, seed); the claims are registered in ``claims.yaml``.
 
 The paper (Sec. 3-4) trains GPT-2 small from scratch on each impossible language (3,000 steps of 512 x 1,024
 tokens, learning rate warmed up to 6e-4), evaluates the geometric-mean perplexity of 10K held-out sentences
@@ -6,6 +6,17 @@ of the same language at checkpoints through training (Experiment 1), and for the
 surprisal of the agreement marker (Experiment 2). Here: a tiny ``transformers`` GPT-2
 (:func:`shared.lm.tiny_gpt2`), trained with :func:`shared.training.train` on blocks of the language's
 sentence stream, evaluated with :mod:`shared.lm`.
+
+**Scoring** (the statistic of record, ``log_ppl``): a held-out sentence ``x_1..x_n`` is scored as a whole,
+``-(1/(n+1)) ln p(x_1..x_n <eos> | <eos>)``: the first token is predicted from the ``<eos>`` that precedes
+every sentence in the training stream, and the closing ``<eos>`` is scored too. For an exact model this
+does not depend on the reading direction (chain rule over the same n + 1 boundary-delimited tokens), so a
+reversed or shuffled language is not favoured by where its boundaries fall. Two conventions are kept as
+sensitivity statistics: ``log_ppl_no_end`` (closing ``<eos>`` unscored: the previous statistic of record)
+and ``log_ppl_first_unscored`` (the authors' GPT-2 without BOS: first token and closing ``<eos>`` unscored).
+
+**Controls**: a unigram model of each language's training stream (:func:`unigram_log_ppl`), which cannot
+see word order, and every model as initialised (step 0, evaluated before training).
 
 Every language of a family shares, for a given seed, the initial weights (the model is built right after
 ``seed_everything(seed)``) and the order of training blocks (drawn from ``torch_generator(seed)``; the
@@ -23,71 +34,11 @@ import numpy as np
 import torch
 
 from shared.lm import continuation_logprobs, num_parameters, pad_left, tiny_gpt2, token_logprobs, causal_lm_loss
-from shared.metrics import Claim
 from shared.seeding import seed_everything, torch_generator
 from shared.training import TrainConfig, train
 
 from .corpus import LanguageData
 from .perturbations import LANGUAGES
-
-# --- pre-registered claims (written before the first `small` run; see README.md) ----------------------------
-
-CLAIMS = {
-    "shuffle_control_easiest": dict(
-        statement="A GPT-2 trained on English (NoShuffle) reaches lower held-out perplexity than one trained on "
-                  "each impossible *Shuffle language (Experiment 1, Fig. 2 left).",
-        criterion="Final checkpoint, per seed: gap = ln(geometric-mean perplexity of the impossible language) - "
-                  "ln(that of NoShuffle), each on its own language's held-out sentences; 95% Student t interval "
-                  "over seeds. Reproduced if for every impossible *Shuffle language in the profile the interval "
-                  "lies above 0; not_reproduced if for any of them it lies below 0; otherwise inconclusive. "
-                  "Reported value: the smallest mean gap.",
-        paper_value="NoShuffle has the lowest perplexity of the *Shuffle languages at every checkpoint (Fig. 2)",
-    ),
-    "nondeterministic_shuffle_hardest": dict(
-        statement="NondeterministicShuffle (a fresh random word order per sentence) is the hardest *Shuffle "
-                  "language: its perplexity is above that of every other *Shuffle language (Fig. 2 left, the "
-                  "'inherently impossible' end of the continuum).",
-        criterion="Final checkpoint, per seed: gap = ln ppl(NondeterministicShuffle) - ln ppl(L) for every other "
-                  "*Shuffle language L in the profile (NoShuffle included); 95% t interval over seeds. "
-                  "Reproduced if every interval lies above 0; not_reproduced if any lies below 0; otherwise "
-                  "inconclusive. Reported value: the smallest mean gap.",
-        paper_value="NondeterministicShuffle has the highest perplexity throughout training (Fig. 2)",
-    ),
-    "reverse_control_easiest": dict(
-        statement="NoReverse (English with a marker token at a random position) reaches lower held-out "
-                  "perplexity than PartialReverse and FullReverse (Experiment 1, Fig. 2 middle).",
-        criterion="Final checkpoint, per seed: gap = ln ppl(L) - ln ppl(NoReverse) for L in {PartialReverse, "
-                  "FullReverse} present in the profile; 95% t interval over seeds. Reproduced if every interval "
-                  "lies above 0; not_reproduced if any lies below 0; otherwise inconclusive.",
-        paper_value="NoReverse has the lowest perplexity of the *Reverse languages (Fig. 2)",
-    ),
-    "nohop_marker_learned_best": dict(
-        statement="The agreement marker placed right after the verb (NoHop) is predicted better than the "
-                  "count-based placements 4 tokens (TokenHop) or 4 words (WordHop) later (Experiment 2, Fig. 3): "
-                  "a larger surprisal difference between the ungrammatical (marker removed) and grammatical "
-                  "continuation at the marker position.",
-        criterion="Final checkpoint, per seed: surprisal difference D = mean over affected held-out sentences of "
-                  "[-log2 p(next token without the marker) + log2 p(marker)] at the first marker; gap = "
-                  "D(NoHop) - D(L) for L in {TokenHop, WordHop}; 95% t interval over seeds. Reproduced if both "
-                  "intervals lie above 0; not_reproduced if either lies below 0; otherwise inconclusive.",
-        paper_value="NoHop has the largest surprisal difference (and lowest marker surprisal) throughout "
-                    "training; TokenHop and WordHop lower (Fig. 3)",
-    ),
-    "hop_markers_learned": dict(
-        statement="All three *Hop models learn to expect the marker where their rule places it, the count-based "
-                  "ones included (Fig. 3: positive surprisal differences for TokenHop and WordHop).",
-        criterion="Final checkpoint: the surprisal difference D (bits) of each *Hop language, 95% t interval over "
-                  "seeds. Reproduced if every language's interval lies above 0; not_reproduced if any lies "
-                  "below 0; otherwise inconclusive. Reported value: the smallest mean D.",
-        paper_value="surprisal differences well above 0 for NoHop, TokenHop and WordHop by the end of training "
-                    "(Fig. 3)",
-    ),
-}
-
-
-def make_claims() -> list[Claim]:
-    return [Claim(id=cid, **spec) for cid, spec in CLAIMS.items()]
-
 
 # --- model and data ----------------------------------------------------------------------------------------
 
@@ -147,23 +98,47 @@ def _length_batches(sequences: Sequence[Sequence[int]], batch_size: int):
 
 @torch.no_grad()
 def sentence_nll(model, sentences: Sequence[Sequence[int]], eos: int, batch_size: int = 256,
-                 device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """Per-sentence mean next-token negative log-likelihood (nats), two ways. Each sentence is scored as
-    ``<eos> + sentence``; the first array averages over every token of the sentence (the first predicted
-    from the separator it follows in training: our statistic), the second over every token but the first
-    (the authors' convention: GPT-2 without a BOS leaves the first token unscored). Shapes (n_sentences,)."""
+                 device: str = "cpu") -> dict[str, np.ndarray]:
+    """Per-sentence mean next-token negative log-likelihood (nats) of ``<eos> + sentence + <eos>``, under
+    three conventions (arrays of shape (n_sentences,)):
+
+    - ``whole``: the n sentence tokens and the closing ``<eos>`` (n + 1 predictions, the first from the
+      leading ``<eos>``): our statistic;
+    - ``no_end``: the n sentence tokens, closing ``<eos>`` unscored;
+    - ``first_unscored``: tokens 2..n (the authors' convention: GPT-2 without a BOS leaves the first token
+      unscored, and no end token is scored)."""
     model.eval()
-    every, after_first = np.empty(len(sentences)), np.empty(len(sentences))
+    out = {k: np.empty(len(sentences)) for k in ("whole", "no_end", "first_unscored")}
     for idx in _length_batches(sentences, batch_size):
-        ids, mask = pad_left([[eos] + list(sentences[i]) for i in idx], eos)
+        ids, mask = pad_left([[eos] + list(sentences[i]) + [eos] for i in idx], eos)
         lp = token_logprobs(model, ids.to(device), mask.to(device)).double()  # (B, T-1): log p(x_{t+1} | x_<=t)
         valid = (mask[:, 1:] & mask[:, :-1]).to(lp.device).bool()
         first = valid & ~torch.cat([torch.zeros_like(valid[:, :1]), valid[:, :-1]], dim=1)  # first scored token
+        end = torch.zeros_like(valid)
+        end[:, -1] = True  # left padding: the closing <eos> is the last position of every row
         nll = -(lp * valid).sum(1)
-        n = valid.sum(1)
-        every[idx] = (nll / n).cpu().numpy()
-        after_first[idx] = ((nll + (lp * first).sum(1)) / (n - 1).clamp(min=1)).cpu().numpy()
-    return every, after_first
+        n = valid.sum(1)  # n + 1 predictions per sentence
+        nll_end = -(lp * end).sum(1)
+        out["whole"][idx] = (nll / n).cpu().numpy()
+        out["no_end"][idx] = ((nll - nll_end) / (n - 1).clamp(min=1)).cpu().numpy()
+        out["first_unscored"][idx] = ((nll - nll_end + (lp * first).sum(1)) / (n - 2).clamp(min=1)).cpu().numpy()
+    return out
+
+
+def unigram_log_ppl(train_stream: np.ndarray, sentences: Sequence[Sequence[int]], eos: int,
+                    vocab_size: int) -> float:
+    """The control model that cannot see word order: token frequencies of the training stream (add-one
+    smoothing over the vocabulary), scored with the same whole-sentence convention (n tokens + the closing
+    ``<eos>``); ln geometric-mean perplexity over ``sentences``."""
+    counts = np.bincount(np.asarray(train_stream, dtype=np.int64), minlength=vocab_size).astype(float) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(np.mean([-(logp[list(s)].sum() + logp[eos]) / (len(s) + 1) for s in sentences]))
+
+
+def unigram_bits(train_stream: np.ndarray, token: int, vocab_size: int) -> float:
+    """Surprisal (bits) of ``token`` under the unigram model of the training stream (add-one smoothing)."""
+    counts = np.bincount(np.asarray(train_stream, dtype=np.int64), minlength=vocab_size).astype(float) + 1.0
+    return float(-np.log2(counts[token] / counts.sum()))
 
 
 def log_geometric_mean_perplexity(nll: np.ndarray) -> float:
@@ -200,12 +175,14 @@ def marker_surprisals(model, sentences: Sequence[Sequence[int]], marker: int, eo
 
 
 def evaluate(model, data: LanguageData, eos: int, device: str = "cpu") -> dict[str, float]:
-    """The statistics recorded at each checkpoint: ln geometric-mean perplexity (``log_ppl``; and
-    ``log_ppl_first_unscored``, the authors' scoring, as a sensitivity check) and, for a *Hop language,
-    mean marker surprisal and mean surprisal difference (bits)."""
-    every, after_first = sentence_nll(model, data.test, eos, device=device)
-    out = {"log_ppl": log_geometric_mean_perplexity(every),
-           "log_ppl_first_unscored": log_geometric_mean_perplexity(after_first)}
+    """The statistics recorded at each checkpoint: ln geometric-mean perplexity under the whole-sentence
+    convention (``log_ppl``) and the two sensitivity conventions (``log_ppl_no_end``,
+    ``log_ppl_first_unscored``) and, for a *Hop language, mean marker surprisal and mean surprisal
+    difference (bits)."""
+    nll = sentence_nll(model, data.test, eos, device=device)
+    out = {"log_ppl": log_geometric_mean_perplexity(nll["whole"]),
+           "log_ppl_no_end": log_geometric_mean_perplexity(nll["no_end"]),
+           "log_ppl_first_unscored": log_geometric_mean_perplexity(nll["first_unscored"])}
     if data.marker is not None:
         s_marker, s_next = marker_surprisals(model, data.test, data.marker, eos, device=device)
         out["marker_surprisal"] = float(s_marker.mean())
@@ -227,11 +204,12 @@ class RunSpec:
 
 def train_language(data: LanguageData, spec: ModelSpec, run: RunSpec, vocab_size: int, eos: int, seed: int,
                    device: str, progress: bool = True):
-    """Train one GPT-2 on ``data`` and evaluate it every ``run.eval_every`` steps; returns (curve records,
-    number of parameters). Each record: step, training loss, and the :func:`evaluate` statistics where
-    evaluated."""
+    """Train one GPT-2 on ``data`` and evaluate it as initialised (step 0: the random-init control) and
+    every ``run.eval_every`` steps; returns (curve records, number of parameters). Each record: step,
+    training loss (not at step 0), and the :func:`evaluate` statistics where evaluated."""
     seed_everything(seed)
     model = build_model(spec, vocab_size, eos).to(device)
+    init_record = {"step": 0, **evaluate(model, data, eos, device)}
     sampler = BlockSampler(stream_blocks(data.train_stream, spec.context), run.batch_size, seed)
     cfg = TrainConfig(steps=run.steps, lr=run.lr, warmup_steps=run.warmup_steps, weight_decay=run.weight_decay,
                       eval_every=run.eval_every, log_every=run.eval_every,
@@ -239,7 +217,7 @@ def train_language(data: LanguageData, spec: ModelSpec, run: RunSpec, vocab_size
     history = train(model, cfg, lambda step: sampler(step).to(device),
                     lambda m, batch: causal_lm_loss(m, batch, torch.ones_like(batch)), device,
                     eval_fn=lambda m: evaluate(m, data, eos, device))
-    return history.records, num_parameters(model)
+    return [init_record] + list(history.records), num_parameters(model)
 
 
 def run_grid(datasets: dict[str, LanguageData], spec: ModelSpec, run: RunSpec, vocab_size: int, eos: int,
