@@ -264,7 +264,8 @@ def _add_stage(dvc_file: Path, slug: str) -> None:
     stages.yaml_set_comment_before_after_key(slug, before="\n", indent=2)
     if "report" in stages:
         report = stages["report"]
-        report["deps"] += [f"{res}/metrics.json", f"{res}/runtime.json"]
+        report["deps"] += [f"papers/{slug}/claims.yaml", f"papers/{slug}/paper.bib", f"{res}/metrics.json",
+                           f"{res}/runtime.json"]
         report["outs"].append(CommentedMap({f"papers/{slug}/README.md": {"cache": False, "persist": True}}))
     with open(dvc_file, "w") as fh:
         y.dump(data, fh)
