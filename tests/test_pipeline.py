@@ -166,7 +166,8 @@ def test_registry_code_and_results_agree(slug):
 
     claims = load_claims(slug)  # raises with the claim and field on any problem
     metrics_path = ROOT / "results" / slug / "metrics.json"
-    assert metrics_path.exists(), f"results/{slug}/metrics.json is missing: run `dvc repro {slug}`"
+    if not metrics_path.exists():  # registered and committed, not run yet: the report says "not run yet"
+        pytest.skip(f"{slug}: registered, not run under this registry yet (`dvc repro {slug}`)")
     record = json.loads(metrics_path.read_text())
     assert record.get("schema_version") == 2, f"results/{slug}: old metrics schema; rerun the stage"
     sha = hashlib.sha256((ROOT / "papers" / slug / "claims.yaml").read_bytes()).hexdigest()
