@@ -32,6 +32,27 @@ def _api(port: int, path: str, method: str = "GET", body: dict | None = None) ->
         return json.loads(resp.read() or b"{}")
 
 
+def _start_lab(root: Path, env: dict | None = None, *extra: str) -> tuple[int, subprocess.Popen]:
+    port = _free_port()
+    jupyter = str(Path(sys.executable).with_name("jupyter"))
+    proc = subprocess.Popen([jupyter, "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
+                             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}", *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    return port, proc
+
+
+def _wait_for(port: int, seconds: float = 60) -> None:
+    deadline = time.time() + seconds
+    while True:
+        try:
+            _api(port, "/api/status")
+            return
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 @pytest.mark.slow
 def test_notebook_source_opens_and_round_trips_unchanged(tmp_path):
     work = tmp_path / "lab"
@@ -39,21 +60,9 @@ def test_notebook_source_opens_and_round_trips_unchanged(tmp_path):
     shutil.copy2(ROOT / "jupytext.toml", work / "jupytext.toml")
     source = ROOT / "papers" / "inverse_permutation" / "inverse_permutation.nb.py"
     shutil.copy2(source, work / "nb" / source.name)
-    port = _free_port()
-    jupyter = str(Path(sys.executable).with_name("jupyter"))
-    proc = subprocess.Popen([jupyter, "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-                             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={work}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port, proc = _start_lab(work)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                _api(port, "/api/status")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.5)
+        _wait_for(port)
         model = _api(port, f"/api/contents/nb/{source.name}?type=notebook&content=1")
         assert model["type"] == "notebook"
         cells = model["content"]["cells"]
@@ -91,23 +100,10 @@ def test_lab_serves_the_overrides_and_the_kernel_imports_this_checkout(tmp_path)
     settings = tmp_path / "app" / "settings"
     settings.mkdir(parents=True)
     shutil.copy2(ROOT / "jupyter" / "overrides.json", settings / "overrides.json")
-    port = _free_port()
-    jupyter = str(Path(sys.executable).with_name("jupyter"))
     env = {**__import__("os").environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "user"), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([jupyter, "lab", "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-                             f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={tmp_path}",
-                             f"--LabApp.app_settings_dir={settings}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    port, proc = _start_lab(tmp_path, env, f"--LabApp.app_settings_dir={settings}")
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                _api(port, "/api/status")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.5)
+        _wait_for(port)
         viewer = _api(port, "/lab/api/settings/@jupyterlab/docmanager-extension:plugin")
         # overrides become the schema's defaults (the user has set nothing)
         assert viewer["schema"]["properties"]["defaultViewers"]["default"]["python"] == "Jupytext Notebook"
