@@ -91,17 +91,19 @@ write_metrics(out, slug="toy", title="Toy", url="https://example.org", profile=p
 '''
 
 
-def make_toy_repo(base: Path, git: bool = False) -> Path:
-    """A minimal repository with one fast paper ``toy`` (a registry and a notebook that evaluates it)."""
+def make_toy_repo(base: Path, git: bool = False, slug: str = "toy", notebook: str = TOY_NOTEBOOK,
+                  params: str = "  effect: 0.05\n  sleep: 0.0\n") -> Path:
+    """A minimal repository with one fast paper (default ``toy``: a registry and a notebook that evaluates
+    it); ``notebook`` and ``params`` (the section's lines) replace the toy's."""
     root = base / "repo"
-    paper = root / "papers" / "toy"
+    paper = root / "papers" / slug
     paper.mkdir(parents=True)
     (root / "dvc.yaml").write_text("stages: {}\n")
-    (root / "params.yaml").write_text("profile: small\ntoy:\n  effect: 0.05\n  sleep: 0.0\n")
+    (root / "params.yaml").write_text(f"profile: small\n{slug}:\n{params}")
     (root / "papers" / "__init__.py").write_text("")
     (paper / "__init__.py").write_text("")
     (paper / "claims.yaml").write_text(TOY_REGISTRY)
-    (paper / "toy.nb.py").write_text(TOY_NOTEBOOK)
+    (paper / f"{slug}.nb.py").write_text(notebook)
     if git:
         for args in (["init", "-q"], ["config", "user.email", "t@example.org"], ["config", "user.name", "t"]):
             subprocess.run(["git", *args], cwd=root, check=True)

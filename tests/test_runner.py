@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TOY_REGISTRY, make_toy_repo, papers_cli
+from conftest import make_toy_repo, papers_cli
 from shared.runner import format_cell_error
 
 
@@ -71,22 +71,13 @@ def test_smoke_run_is_complete_and_deterministic(tmp_path):
 
 def _broken_repo(tmp_path: Path) -> Path:
     """A minimal repository whose one paper fails inside a helper module."""
-    root = tmp_path / "repo"
-    paper = root / "papers" / "broken"
-    paper.mkdir(parents=True)
-    (root / "dvc.yaml").write_text("stages: {}\n")
-    (root / "params.yaml").write_text("profile: small\nbroken:\n  x: 1\n")
-    (root / "papers" / "__init__.py").write_text("")
-    (paper / "__init__.py").write_text("")
-    (paper / "broken_helper.py").write_text("def explode(x):\n    raise ValueError(f'x was {x}')\n")
-    (paper / "claims.yaml").write_text(TOY_REGISTRY)
-    (paper / "broken.nb.py").write_text(
-        '# %% tags=["parameters"]\n'
-        'profile: str = "small"  # runner\ndevice: str = "auto"  # runner\n'
-        'output_dir: str = ""  # runner\nprogress: bool = True  # runner\nx: int = 1  # input | x > 0\n\n'
-        '# %%\nfrom pathlib import Path\nPath(output_dir, "metrics.json").write_text("{}")\n\n'
-        '# %%\nfrom broken_helper import explode\nexplode(x)\n'
-    )
+    notebook = ('# %% tags=["parameters"]\n'
+                'profile: str = "small"  # runner\ndevice: str = "auto"  # runner\n'
+                'output_dir: str = ""  # runner\nprogress: bool = True  # runner\nx: int = 1  # input | x > 0\n\n'
+                '# %%\nfrom pathlib import Path\nPath(output_dir, "metrics.json").write_text("{}")\n\n'
+                '# %%\nfrom broken_helper import explode\nexplode(x)\n')
+    root = make_toy_repo(tmp_path, slug="broken", notebook=notebook, params="  x: 1\n")
+    (root / "papers" / "broken" / "broken_helper.py").write_text("def explode(x):\n    raise ValueError(f'x was {x}')\n")
     return root
 
 
