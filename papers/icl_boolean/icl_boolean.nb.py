@@ -141,16 +141,22 @@ pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci
 # %% [markdown]
 # ## Figure: accuracy against the number of in-context examples
 # One panel per class; the trained networks against the class's optimal learner, nearest neighbour and
-# the constant -1 predictor, on the same prompts (95% interval over seeds).
+# the constant -1 predictor, on the same prompts (95% interval over seeds). "optimal learner" is the
+# elimination algorithm on conjunctions and sparse conjunctions, its monotone version on the teaching pair
+# and Gaussian elimination over GF(2) on sparse parities.
 
 # %%
 plot_df = curves.copy()
 # the classical learners are evaluated once per arm; show them from the Transformer arms only
 plot_df = plot_df[(plot_df["learner"] == plot_df["family"]) | (plot_df["family"] == "transformer")]
+# each class's optimal learner is shown under one legend entry (one per panel, named in the caption), so that
+# every colour in the legend stands for one entry
+OPTIMAL = "optimal learner"
+plot_df["learner"] = plot_df["learner"].replace({"elimination": OPTIMAL, "elimination_monotone": OPTIMAL,
+                                                 "gf2_elimination": OPTIMAL})
 cb = sns.color_palette("colorblind")
-# the optimal learner of each class (one per panel) shares one colour
-palette = {"transformer": cb[0], "lstm": cb[1], "lstm_aa": cb[5], "elimination": cb[2], "elimination_monotone": cb[2],
-           "gf2_elimination": cb[2], "sparse_parity_bayes": cb[4], "nearest_neighbour": cb[6], "null": cb[7]}
+palette = {"transformer": cb[0], "lstm": cb[1], "lstm_aa": cb[5], OPTIMAL: cb[2], "sparse_parity_bayes": cb[4],
+           "nearest_neighbour": cb[6], "null": cb[7]}
 hue_order = [h for h in palette if h in set(plot_df["learner"])]
 grid = sns.relplot(data=plot_df, x="position", y="accuracy", hue="learner", hue_order=hue_order, palette=palette,
                    col="task", col_order=TRANSFORMER_TASKS, kind="line", errorbar=("ci", 95), seed=0, height=3.2,
