@@ -3,4 +3,5 @@
 TITLE = 'Towards Provably Unlearnable Examples via Bayes Error Optimisation'
 URL = 'https://arxiv.org/abs/2511.08191'
 GRADE = 'C'
-CITATION = "TODO(papers new): authors. Towards Provably Unlearnable Examples via Bayes Error Optimisation. venue, year."
+CITATION = ("R. Zhang, J. Sun, E.-P. Lim, P. Zhang. Towards Provably Unlearnable Examples via Bayes Error "
+            "Optimisation. AAAI 2026 (arXiv:2511.08191, 2025).")
