@@ -162,6 +162,7 @@ savefig(fig, out / "skills_and_plateau.png")
 rows.to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
 profile_df.to_csv(out / "profile.csv", index=False, float_format="%.6g")
 summary.to_csv(out / "arm_summary.csv", index=False, float_format="%.6g")
+selected.to_csv(out / "selected_skills.csv", index=False)  # skill occurrences in each arm's extra problems
 curve.pivot(index="step", columns="seed", values="val_acc").add_prefix("val_acc_seed").reset_index().to_csv(
     out / "pretrain_curve.csv", index=False, float_format="%.6g")
 wide = rows.pivot(index="seed", columns="arm", values="id_acc")
