@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.classifier import cross_entropy_loss, minibatch_sampler
 from shared.training import TrainConfig, train
 
 ARMS = ("simplex", "permuted_simplex", "learned")
@@ -190,20 +191,10 @@ def train_feature_model(x: np.ndarray, y: np.ndarray, arm: str, num_classes: int
             model.fc.weight.copy_(cls)
         model.fc.weight.requires_grad_(False)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    g = torch.Generator().manual_seed(seed + 1)
-    n = xt.shape[0]
-    bs = min(batch_size, n)
-
-    def batch_fn(step: int):
-        idx = torch.randint(0, n, (bs,), generator=g)
-        return xt[idx], yt[idx]
-
-    def loss_fn(m: nn.Module, b):
-        return F.cross_entropy(m(b[0]), b[1])
-
+    batch_fn = minibatch_sampler([xt, yt], min(batch_size, xt.shape[0]), torch.Generator().manual_seed(seed + 1))
     cfg = TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, log_every=max(1, steps // 4),
                       progress=progress, desc=arm)
-    hist = train(model, cfg, batch_fn, loss_fn, "cpu")
+    hist = train(model, cfg, batch_fn, cross_entropy_loss, "cpu")
     return model, float(hist.last("loss"))
 
 

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from shared.classifier import accuracy, cross_entropy_loss, minibatch_sampler
 from shared.training import TrainConfig, train
 
 N_CLASSES = 10
@@ -216,12 +217,9 @@ def em_perturb(x: np.ndarray, y: np.ndarray, eps: float, seed: int, rounds: int,
     for r in range(rounds):
         data = xa.clone()
 
-        def batch_fn(step, data=data):
-            idx = torch.randint(0, data.shape[0], (batch_size,), generator=gen)
-            return data[idx], yt[idx]
-
         train(model, TrainConfig(steps=train_steps, lr=lr, schedule="constant", progress=False,
-                                 log_every=train_steps, desc=f"em surrogate {r}"), batch_fn, _ce_loss, "cpu")
+                                 log_every=train_steps, desc=f"em surrogate {r}"),
+              minibatch_sampler([data, yt], batch_size, gen), cross_entropy_loss, "cpu")
         for _ in range(pgd_steps):
             xa.requires_grad_(True)
             loss = F.cross_entropy(model(xa), yt, reduction="sum")
@@ -266,17 +264,6 @@ def make_model(arch: str, seed: int, d_in: int = 64, n_classes: int = N_CLASSES,
     raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHITECTURES}")
 
 
-def _ce_loss(model: nn.Module, batch) -> torch.Tensor:
-    xb, yb = batch
-    return F.cross_entropy(model(xb), yb)
-
-
-def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
-    with torch.no_grad():
-        pred = model(torch.as_tensor(x, dtype=torch.float32)).argmax(1).numpy()
-    return float(np.mean(pred == y))
-
-
 def train_and_test(arch: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
                    seed: int, steps: int, lr: float, batch_size: int, weight_decay: float = 0.0) -> dict:
     """Train ``arch`` from ``seed`` for exactly ``steps`` AdamW steps of ``batch_size`` samples drawn
@@ -285,14 +272,9 @@ def train_and_test(arch: str, x_train: np.ndarray, y_train: np.ndarray, x_test: 
     model = make_model(arch, seed)
     xt = torch.as_tensor(x_train, dtype=torch.float32)
     yt = torch.as_tensor(y_train, dtype=torch.long)
-    gen = torch.Generator().manual_seed(seed + 1_000_003)
-
-    def batch_fn(step):
-        idx = torch.randint(0, xt.shape[0], (batch_size,), generator=gen)
-        return xt[idx], yt[idx]
-
+    batch_fn = minibatch_sampler([xt, yt], batch_size, torch.Generator().manual_seed(seed + 1_000_003))
     hist = train(model, TrainConfig(steps=steps, lr=lr, weight_decay=weight_decay, warmup_steps=steps // 20,
                                     progress=False, log_every=max(1, steps // 4), desc=arch),
-                 batch_fn, _ce_loss, "cpu")
+                 batch_fn, cross_entropy_loss, "cpu")
     return {"test_acc": accuracy(model, x_test, y_test), "train_acc": accuracy(model, x_train, y_train),
             "final_loss": hist.last("loss"), "n_train": int(len(y_train))}
