@@ -1,0 +1,6 @@
+"""Aligning Language Models with Observational Data: Opportunities and Risks from a Causal Perspective."""
+
+TITLE = 'Aligning Language Models with Observational Data: Opportunities and Risks from a Causal Perspective'
+URL = 'https://arxiv.org/abs/2506.00152'
+GRADE = 'B'
+CITATION = "TODO(papers new): authors. Aligning Language Models with Observational Data: Opportunities and Risks from a Causal Perspective. venue, year."
