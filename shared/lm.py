@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from shared import paths
 from shared.data import DataError, load_manifest, sha256_file
 from shared.device import autocast_dtype, pick_device
+from shared.encoder import mean_pool
 
 
 # --- tiny models from scratch ----------------------------------------------------------------------------
@@ -562,8 +563,7 @@ def embed(model, tokenizer, texts: Sequence[str], batch_size: int = 64, device: 
         enc = tokenizer([texts[i] for i in batch], padding=True, padding_side="right", truncation=True,
                         return_tensors="pt").to(device)
         hidden = model(**enc).last_hidden_state.float()  # (B, T, d)
-        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        pooled = mean_pool(hidden, enc["attention_mask"])
         if normalize:
             pooled = F.normalize(pooled, dim=-1)
         if out is None:
