@@ -179,10 +179,11 @@ def random_pair_objectives(features: np.ndarray, k: int, n_partitions: int, rng:
 @torch.no_grad()
 def embed_windows(model, windows: torch.Tensor, batch_size: int = 256) -> np.ndarray:
     """Mean-pooled last-layer hidden states (n, d) of the current model (the selection features)."""
+    dev = next(model.parameters()).device
     out = []
     for i in range(0, len(windows), batch_size):
-        h = model.transformer(input_ids=windows[i:i + batch_size]).last_hidden_state  # (B, L, d)
-        out.append(h.mean(dim=1).float())
+        h = model.transformer(input_ids=windows[i:i + batch_size].to(dev)).last_hidden_state  # (B, L, d)
+        out.append(h.mean(dim=1).float().cpu())
     return torch.cat(out).numpy().astype(np.float64)
 
 
@@ -191,9 +192,10 @@ def heldout_loss(model, windows: torch.Tensor, batch_size: int = 256) -> float:
     """Mean next-character cross-entropy (nats) over every predicted position of the test windows."""
     from shared.lm import causal_lm_loss
 
+    dev = next(model.parameters()).device
     total, count = 0.0, 0
     for i in range(0, len(windows), batch_size):
-        x = windows[i:i + batch_size]
+        x = windows[i:i + batch_size].to(dev)
         total += float(causal_lm_loss(model, x)) * x.shape[0]
         count += x.shape[0]
     return total / count
@@ -201,7 +203,7 @@ def heldout_loss(model, windows: torch.Tensor, batch_size: int = 256) -> float:
 
 def run_arm(corpus: Corpus, arm: str, seed: int, steps: int, warm_steps: int, reselect_every: int,
             subset_fraction: float, n_partitions: int, batch_size: int, lr: float, d_model: int,
-            n_layers: int, n_heads: int, eval_every: int) -> dict:
+            n_layers: int, n_heads: int, eval_every: int, device: str = "cpu") -> dict:
     """Train one arm for one seed; return the final held-out loss, the warm-start checkpoint's held-out
     loss, the curve and (FL arm) the selection log. Same init, same warm-start batches for every arm of a
     seed; after the warm start each subset arm draws its batches uniformly from its current subset."""
@@ -239,11 +241,11 @@ def run_arm(corpus: Corpus, arm: str, seed: int, steps: int, warm_steps: int, re
                 subset = np.sort(select_rng.choice(n, size=k, replace=False))
             state["subset"] = subset
         source = state["subset"] if step >= warm_steps else np.arange(n)
-        return corpus.pool[source[batch_rng.integers(0, len(source), batch_size)]]
+        return corpus.pool[source[batch_rng.integers(0, len(source), batch_size)]].to(device)
 
     cfg = TrainConfig(steps=steps, lr=lr, warmup_steps=min(50, steps // 10), log_every=max(1, eval_every),
                       eval_every=eval_every, desc=f"{arm} seed {seed}", progress=False)
-    hist = train(model, cfg, batch_fn, lambda m, x: causal_lm_loss(m, x), "cpu",
+    hist = train(model, cfg, batch_fn, lambda m, x: causal_lm_loss(m, x), device,
                  eval_fn=lambda m: {"heldout_loss": heldout_loss(m, corpus.test)})
     curve = hist.to_frame().assign(arm=arm, seed=seed)
     warm = state["warm_loss"] if state["warm_loss"] is not None else float("nan")
@@ -252,12 +254,12 @@ def run_arm(corpus: Corpus, arm: str, seed: int, steps: int, warm_steps: int, re
             "selections": pd.DataFrame(selections).assign(seed=seed) if selections else pd.DataFrame()}
 
 
-def run_grid(corpus: Corpus, seeds: list[int], arms: list[str], workers: int = 2, **kwargs
+def run_grid(corpus: Corpus, seeds: list[int], arms: list[str], workers: int = 2, device: str = "cpu", **kwargs
              ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Every (arm, seed) in parallel worker processes: (per-run results, curves, FL selection log)."""
     from shared.parallel import run_jobs
 
-    jobs = [(corpus, arm, seed, *[kwargs[k] for k in _RUN_KEYS]) for seed in seeds for arm in arms]
+    jobs = [(corpus, arm, seed, *[kwargs[k] for k in _RUN_KEYS], device) for seed in seeds for arm in arms]
     cost = [3.0 if j[1] == "fl" else 1.0 for j in jobs]
     out = run_jobs(run_arm, jobs, workers=workers, cost=cost)
     results = pd.DataFrame([{k: r[k] for k in ("arm", "seed", "heldout_loss", "warm_heldout_loss")} for r in out])
