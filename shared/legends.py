@@ -6,7 +6,7 @@ measures it after drawing: which plotted points (line vertices and points along 
 points, bars) fall inside a legend's box, in display coordinates, across every axes of the figure (a
 twin-axes legend can cover the other axes' lines). Reference lines drawn in axes coordinates
 (``axhline``/``axvline``) do not count. :func:`place_legends` moves each offending legend to the right of
-its axes (or of the figure, for a figure legend); call it just before ``shared.plotting.savefig``, whose
+its axes (below it when another panel sits to the right; right of the figure for a figure legend); call it just before ``shared.plotting.savefig``, whose
 tight bounding box then includes the moved legend.
 """
 
@@ -92,18 +92,58 @@ def legend_overlaps(fig) -> list[str]:
             + f" covers {', '.join(covered)}" for ax, _legend, covered in _covering(fig)]
 
 
+def _same_spot(a, b) -> bool:
+    return a is b or a.get_position().bounds == b.get_position().bounds  # twin axes share the spot
+
+
+def _neighbour(fig, ax, side: str) -> bool:
+    """Whether another axes (not a twin of ``ax``) sits to the right of / below ``ax``."""
+    box = ax.get_position()
+    for other in fig.axes:
+        if _same_spot(other, ax):
+            continue
+        o = other.get_position()
+        if side == "right" and o.x0 >= box.x1 - 1e-9 and o.y0 < box.y1 and o.y1 > box.y0:
+            return True
+        if side == "below" and o.y1 <= box.y0 + 1e-9 and o.x0 < box.x1 and o.x1 > box.x0:
+            return True
+    return False
+
+
+def _outer_edge(fig, ax, side: str) -> float:
+    """In ``ax``'s axes coordinates: the right edge (``side="right"``) or the bottom edge (``"below"``) of
+    everything drawn for ``ax`` and its twins (tick labels, axis labels)."""
+    renderer = fig.canvas.get_renderer()
+    boxes = []
+    for other in fig.axes:
+        if _same_spot(other, ax):  # the axes frame and its axis labels; not its (current) legend
+            boxes += [other.get_window_extent(renderer), other.xaxis.get_tightbbox(renderer),
+                      other.yaxis.get_tightbbox(renderer)]
+    boxes = [b for b in boxes if b is not None]
+    to_axes = ax.transAxes.inverted()
+    if side == "right":
+        return max(to_axes.transform((b.x1, b.y0))[0] for b in boxes)
+    return min(to_axes.transform((b.x0, b.y0))[1] for b in boxes)
+
+
 def place_legends(fig) -> int:
-    """Move every legend of ``fig`` that covers data outside, to the right of its axes (a figure legend:
-    to the right of the figure). Returns how many were moved."""
+    """Move every legend of ``fig`` that covers data outside: an axes legend to the right of the axes and
+    its twins' labels, or below them when another panel sits to the right (and none below); a figure
+    legend to the right of the figure. Returns how many were moved."""
     import seaborn as sns
 
     found = _covering(fig)
     for ax, legend, _covered in found:
-        if ax is not None:
-            sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-        else:
+        if ax is None:
             legend.set_loc("center left")
             legend.set_bbox_to_anchor((1.0, 0.5), transform=fig.transFigure)
+        elif _neighbour(fig, ax, "right") and not _neighbour(fig, ax, "below"):
+            n = len(legend.get_texts())
+            sns.move_legend(ax, "upper center", bbox_to_anchor=(0.5, _outer_edge(fig, ax, "below") - 0.02),
+                            ncol=min(n, 4), borderaxespad=0.0)
+        else:
+            sns.move_legend(ax, "upper left", bbox_to_anchor=(_outer_edge(fig, ax, "right") + 0.02, 1.0),
+                            borderaxespad=0.0)
     if found:
         fig.canvas.draw()
     return len(found)

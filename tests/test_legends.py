@@ -65,3 +65,20 @@ def test_scatter_bars_and_twin_axes():
     assert problem == "figure legend covers scatter points"
     assert place_legends(fig2) == 1
     assert legend_overlaps(fig2) == []
+
+
+def test_a_panel_with_a_neighbour_on_the_right_gets_its_legend_below():
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3))
+    for ax in (left, right):
+        ax.plot([0, 10], [0, 10], label="diagonal")
+        ax.set_xlim(0, 10)
+        ax.set_ylim(0, 10)
+    left.legend(loc="center")
+    right.legend(loc="center")
+    assert place_legends(fig) == 2
+    assert legend_overlaps(fig) == []
+    renderer = fig.canvas.get_renderer()
+    moved_left = left.get_legend().get_window_extent(renderer)
+    assert moved_left.y1 < left.xaxis.get_tightbbox(renderer).y0 + 1  # under the left panel's x label ...
+    assert not moved_left.overlaps(right.get_window_extent(renderer))  # ... not over the right panel
+    assert right.get_legend().get_window_extent(renderer).x0 > right.get_window_extent(renderer).x1

@@ -79,6 +79,7 @@ from shared.device import describe, pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
 from shared.paths import resolve_output_dir
+from shared.legends import place_legends
 from shared.plotting import savefig, set_theme
 
 set_theme()
@@ -179,6 +180,7 @@ sns.stripplot(data=plot_df, x="setting", y="pair_accuracy", hue="direction", dod
               legend=False, ax=ax)
 ax.set(xlabel="", ylabel="steered pair accuracy (test)", ylim=(0, 1.02))
 ax.legend(title="direction", fontsize="small")
+place_legends(fig)  # legends off the data (shared.legends)
 savefig(fig, out / "steering_pair_accuracy.png")
 
 # %%
@@ -191,6 +193,7 @@ sns.lineplot(data=das_long, x="layer", y="iia", hue="seed", style="split", marke
              errorbar=None, ax=ax)
 ax.set(xlabel="layer (tiny Llama; residual stream after the block, last token)", ylabel="interchange accuracy",
        ylim=(0, 1.02), xticks=sorted(das_long["layer"].unique()))
+place_legends(fig)  # legends off the data (shared.legends)
 savefig(fig, out / "das_iia_by_layer.png")
 
 # %%
@@ -199,6 +202,7 @@ sweep["setting"] = sweep["arm"] + ": " + sweep["model"]
 g = sns.relplot(data=sweep, x="scale", y="context_answer_rate", hue="direction", col="setting", kind="line",
                 errorbar=("ci", 95), seed=0, height=3, aspect=1.0, facet_kws={"ylim": (0, 1.02)})
 g.set_axis_labels("steering value (mid + s * half)", "P(context answer)")
+place_legends(g.figure)  # legends off the data (shared.legends)
 savefig(g.figure, out / "steering_sweep.png")
 
 # %%
@@ -206,6 +210,7 @@ fig, ax = plt.subplots(figsize=(5, 3.5))
 sns.scatterplot(data=tiny["checkpoints"], x="separation", y="pair_accuracy", hue="seed", style="seed",
                 palette="colorblind", ax=ax)
 ax.set(xlabel="d' of the two intents on the DAS direction", ylabel="pair accuracy (test)")
+place_legends(fig)  # legends off the data (shared.legends)
 savefig(fig, out / "separation_vs_accuracy.png")
 # Spearman correlation over seeds at each checkpoint step (the across-model statistic of separation_across_seeds)
 tiny["checkpoints"].groupby("ft_step").apply(lambda g: spearman(g["pair_accuracy"], g["separation"]))

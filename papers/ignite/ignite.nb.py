@@ -61,6 +61,7 @@ from shared.device import pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
 from shared.paths import resolve_output_dir
+from shared.legends import place_legends
 from shared.plotting import savefig, set_theme
 from shared.seeding import seed_everything
 
@@ -157,6 +158,7 @@ sns.pointplot(data=long, x="pair", y="p100", hue="arm", hue_order=["vanilla", "v
 axes[1].set(xlabel="", ylabel="normalized 100th percentile", title="scores by task / optimizer")
 axes[1].tick_params(axis="x", rotation=60)
 fig.tight_layout()
+place_legends(fig)  # legends off the data (shared.legends)
 savefig(fig, out / "ignite_gain.png")
 
 # %% [markdown]
@@ -169,6 +171,7 @@ g = sns.relplot(data=trajectory[trajectory["optimizer"] == "grad"], x="step", y=
                 hue_order=["vanilla", "vanilla_aa", "ignite"], col="task", kind="line", errorbar="se", seed=0,
                 height=3.2, aspect=1.1, facet_kws={"sharey": False})
 g.set_axis_labels("gradient ascent iteration", "normalized 50th percentile")
+place_legends(g.figure)  # legends off the data (shared.legends)
 savefig(g.figure, out / "ascent_trajectories.png")
 
 # %% [markdown]
@@ -189,6 +192,7 @@ sns.lineplot(data=curve_long, x="step", y="sharpness", hue="task", style="arm", 
 axes[1].axhline(1.0, color="k", ls="--", lw=1)
 axes[1].set(ylabel="minibatch ||grad_w h_B|| / eps", title="constraint during training (vanilla: both arms)")
 fig.tight_layout()
+place_legends(fig)  # legends off the data (shared.legends)
 savefig(fig, out / "sharpness.png")
 
 # %% [markdown]

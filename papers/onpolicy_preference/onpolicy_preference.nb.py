@@ -66,6 +66,7 @@ from shared.claims import load_claims
 from shared.metrics import write_metrics
 from shared.params import snapshot
 from shared.paths import resolve_output_dir
+from shared.legends import place_legends
 from shared.plotting import savefig, set_theme
 
 set_theme()
@@ -94,6 +95,7 @@ for name, r in rewards.items():
 ax2.set(ylabel="reward", ylim=(0, 1.05))
 ax2.grid(False)
 fig.legend(loc="upper right", bbox_to_anchor=(0.88, 0.88))
+place_legends(fig)  # legends off the data (shared.legends)
 savefig(fig, out / "bandit_setup.png")
 setting
 
@@ -213,6 +215,7 @@ g = sns.relplot(data=plot_curves, x="step", y="reward", hue="method", col="rewar
                 errorbar="se", seed=0, height=3.4, aspect=1.25, hue_order=list(LABELS.values()))
 g.set_axis_labels("gradient step", "expected reward (held-out states)")
 g.set_titles("authors' settings, {col_name}")
+place_legends(g.figure)  # legends off the data (shared.legends)
 savefig(g.figure, out / "reward_curves.png")
 
 # %% [markdown]
@@ -225,6 +228,7 @@ g = sns.relplot(data=matched_curves, x="step", y="reward", hue="method", col="re
                 errorbar="se", seed=0, height=3.4, aspect=1.25, hue_order=list(MATCHED.values()))
 g.set_axis_labels("gradient step", "expected reward (held-out states)")
 g.set_titles("matched arms, {col_name}")
+place_legends(g.figure)  # legends off the data (shared.legends)
 savefig(g.figure, out / "matched_reward_curves.png")
 
 # %%
@@ -239,6 +243,7 @@ for ax, reward_fn in zip(axes, ["R1", "R2"]):
     ax.set(yscale="log", ylim=(1e-5, 1.0), xlabel="action", ylabel="pi(a) after fine-tuning", title=reward_fn)
 axes[1].legend(fontsize="small", loc="lower right")
 fig.tight_layout()
+place_legends(fig)  # legends off the data (shared.legends)
 savefig(fig, out / "final_action_distributions.png")
 
 # %%
@@ -246,6 +251,7 @@ g = sns.relplot(data=mode_fit, x="step", y="peak_mass", hue="objective", col="re
                 errorbar="se", seed=0, height=3.2, aspect=1.2)
 g.set_axis_labels("gradient step", "mass within 10 actions of the peak")
 g.set_titles("{col_name}")
+place_legends(g.figure)  # legends off the data (shared.legends)
 savefig(g.figure, out / "mode_seeking_fit.png")
 
 # %% [markdown]

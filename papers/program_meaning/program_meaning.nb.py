@@ -62,6 +62,7 @@ from shared.device import pick_device
 from shared.metrics import write_metrics
 from shared.params import snapshot
 from shared.paths import resolve_output_dir
+from shared.legends import place_legends
 from shared.plotting import savefig, set_theme
 
 import torch
@@ -144,6 +145,7 @@ sns.scatterplot(data=summary, x="gen_acc", y="sc_original_0", hue="seed", style=
                 s=60, ax=axes[1])
 axes[1].set(xlabel="generative accuracy", ylabel="semantic content (original)", title="across checkpoints")
 fig.tight_layout()
+place_legends(fig)  # legends off the data (shared.legends)
 savefig(fig, out / "semantic_content.png")
 
 # %% [markdown]
@@ -159,6 +161,7 @@ sns.lineplot(data=future, x="step", y="semantic content", hue="offset", marker="
              seed=0, palette="colorblind", ax=ax)
 ax.set(xlabel="training step", title="original semantics, current and future states")
 fig.tight_layout()
+place_legends(fig)  # legends off the data (shared.legends)
 savefig(fig, out / "future_states.png")
 
 # %% [markdown]
