@@ -3,4 +3,5 @@
 TITLE = 'Aligning Language Models with Observational Data: Opportunities and Risks from a Causal Perspective'
 URL = 'https://arxiv.org/abs/2506.00152'
 GRADE = 'B'
-CITATION = "TODO(papers new): authors. Aligning Language Models with Observational Data: Opportunities and Risks from a Causal Perspective. venue, year."
+CITATION = ("Loghmani, E. Aligning Language Models with Observational Data: Opportunities and Risks from a "
+            "Causal Perspective. arXiv:2506.00152, 2025.")
