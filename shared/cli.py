@@ -241,13 +241,16 @@ def cmd_deps(args: argparse.Namespace) -> int:
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
-    from shared.data import DataError, fetch
+    from shared.data import UNAVAILABLE, DataError, fetch
 
     try:
         dest = fetch(args.name)
     except DataError as exc:
         print(f"papers fetch: error: {exc}", file=sys.stderr)
         return 1
+    if (dest / UNAVAILABLE).exists():
+        print(f"papers fetch: {args.name}: optional and not available here -> {dest / UNAVAILABLE}")
+        return 0
     n = sum(1 for p in dest.rglob("*") if p.is_file())
     print(f"papers fetch: {args.name}: {n} files verified -> {dest}")
     return 0

@@ -31,7 +31,8 @@ def test_manifest_is_complete_and_every_dataset_has_a_stage():
     for name, ds in manifest.items():
         assert ds.license and ds.citation, name
         for f in ds.files:
-            assert len(f.sha256) == 64 and (f.url.startswith("https://") or "==" in f.wheel), (name, f.path)
+            assert len(f.sha256) == 64 or (not f.sha256 and len(f.md5) == 32), (name, f.path)
+            assert f.url.startswith("https://") or "==" in f.wheel, (name, f.path)
         stage = stages[f"data_{name}"]
         assert stage["cmd"] == f"papers fetch {name}" and stage["outs"] == [f"data/{name}"]
         assert stage["params"] == [{"data/sources.yaml": [name]}]
@@ -81,6 +82,54 @@ def test_download_from_url_and_failure_message(tmp_path):
         fetch("toy", dest_root=tmp_path / "data2", manifest=_manifest(tmp_path, bad), mirror="")
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         fetch("nope", dest_root=tmp_path, manifest=_manifest(tmp_path, ok))
+
+
+def _zip(path: Path, members: dict[str, bytes]) -> bytes:
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path.read_bytes()
+
+
+def test_md5_verified_archive_is_unpacked_and_not_kept(tmp_path):
+    blob = _zip(tmp_path / "remote.zip", {"pack/u.data": b"1\t2\n", "pack/other": b"skip"})
+    files = [{"path": "pack.zip", "url": (tmp_path / "remote.zip").as_uri(), "md5": hashlib.md5(blob).hexdigest(),
+              "extract": ["pack/u.data"]}]
+    dest = fetch("toy", dest_root=tmp_path / "data", manifest=_manifest(tmp_path, files), mirror="")
+    assert sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file()) == ["pack/u.data"]
+    assert (dest / "pack" / "u.data").read_bytes() == b"1\t2\n"
+    files[0]["md5"] = "0" * 32
+    with pytest.raises(DataError, match=r"pack.zip from .* has md5 [0-9a-f]{32}, expected 0{32}"):
+        fetch("toy", dest_root=tmp_path / "data2", manifest=_manifest(tmp_path, files), mirror="")
+
+
+def test_optional_dataset_offline_records_unavailable(tmp_path, monkeypatch):
+    from shared import data
+
+    files = [{"path": "x.zip", "url": (tmp_path / "nowhere.zip").as_uri(), "md5": "0" * 32}]
+    manifest = _manifest(tmp_path, files)
+    spec = yaml.safe_load(manifest.read_text())
+    spec["toy"]["optional"] = True
+    manifest.write_text(yaml.safe_dump(spec))
+    dest = fetch("toy", dest_root=tmp_path / "data", manifest=manifest, mirror="")
+    assert [p.name for p in dest.iterdir()] == ["UNAVAILABLE"]
+    first = (dest / "UNAVAILABLE").read_bytes()
+    assert b"dvc repro --force data_toy" in first
+    assert fetch("toy", dest_root=tmp_path / "data", manifest=manifest, mirror="") == dest
+    assert (dest / "UNAVAILABLE").read_bytes() == first  # the same bytes on every offline machine
+    monkeypatch.setattr(data.paths, "data_dir", lambda: tmp_path / "data")
+    assert not data.available("toy") and not data.available("absent")
+    (tmp_path / "data" / "real").mkdir()
+    assert data.available("real")
+    # reachable but wrong: still an error, optional or not
+    blob = _zip(tmp_path / "bad.zip", {"a": b"a"})
+    spec["toy"]["files"] = [{"path": "x.zip", "url": (tmp_path / "bad.zip").as_uri(),
+                             "md5": hashlib.md5(blob + b"x").hexdigest()}]
+    manifest.write_text(yaml.safe_dump(spec))
+    with pytest.raises(DataError, match="has md5"):
+        fetch("toy", dest_root=tmp_path / "data3", manifest=manifest, mirror="")
 
 
 def test_require_says_how_to_fetch():
