@@ -205,3 +205,15 @@ def test_ceiling_interval_is_range_of_per_seed_worst():
     m, gate, _, _ = measure_ceiling(df, 8, 16)
     assert m.value == pytest.approx(0.03) and m.ci_high == pytest.approx(0.03)
     assert m.ci_low == pytest.approx(0.0, abs=1e-3)  # seed 0 at the ceiling everywhere
+
+
+def test_grid_does_not_depend_on_the_number_of_worker_processes():
+    from papers.inverse_permutation.experiment import run_grid
+
+    kw = dict(n=4, n_symbols=5, scratch_tokens=[0, 4], architectures=["disentangled"], depth=1, seeds=[0, 1],
+              steps=6, batch_size=8, lr={"disentangled": 0.01}, n_eval=100, device="cpu", progress=False)
+    rows1, curves1 = run_grid(**kw, workers=1)
+    rows2, curves2 = run_grid(**kw, workers=2)
+    pd.testing.assert_frame_equal(rows1, rows2)
+    pd.testing.assert_frame_equal(curves1, curves2)
+    assert len(rows1) == 3 * 2  # (bidirectional k=0, causal k=0, causal k=4) x 2 seeds

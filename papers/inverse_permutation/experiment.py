@@ -142,38 +142,54 @@ def arm_list(scratch_tokens: list[int], architectures: list[str]) -> list[tuple[
     return arms
 
 
-def run_grid(n: int, n_symbols: int, scratch_tokens: list[int], architectures: list[str], depth: int,
-             seeds: list[int], steps: int, batch_size: int, lr: dict[str, float], n_eval: int, device: str,
-             progress: bool = True):
-    """Train and evaluate every (arm, seed); return (results table, training-curve table)."""
+def _grid_job(arch: str, attention: str, k: int, seed: int, n: int, n_symbols: int, depth: int, steps: int,
+              batch_size: int, lr: float, n_eval: int, device: str, progress: bool):
+    """One (arm, seed) of :func:`run_grid`: its results row and training-curve rows (module level, so
+    ``shared.parallel.run_jobs`` can run it in a worker process)."""
     import time
 
+    task = TaskSpec(n=n, n_symbols=n_symbols, k=k)
+    start = time.perf_counter()
+    res = run_arm(task, ModelSpec(arch, depth), attention == "causal", seed, steps, batch_size, lr, n_eval,
+                  device, progress)
+    vis = res.visible
+    row = {
+        "architecture": arch, "attention": attention, "k": k, "seed": seed,
+        "correct": int(res.correct.sum()), "rows": int(res.correct.size),
+        "visible_correct": int(res.correct[vis].sum()), "visible_rows": int(vis.sum()),
+        "invisible_correct": int(res.correct[~vis].sum()), "invisible_rows": int((~vis).sum()),
+        "parameters": res.n_parameters,
+    }
+    curve = [{"architecture": arch, "attention": attention, "k": k, "seed": seed, "step": rec["step"],
+              "loss": rec["loss"]} for rec in res.history.records]
+    return row, curve, time.perf_counter() - start
+
+
+def run_grid(n: int, n_symbols: int, scratch_tokens: list[int], architectures: list[str], depth: int,
+             seeds: list[int], steps: int, batch_size: int, lr: dict[str, float], n_eval: int, device: str,
+             progress: bool = True, workers: int = 1):
+    """Train and evaluate every (arm, seed); return (results table, training-curve table).
+
+    With ``workers > 1`` (CPU only) the models train in parallel single-threaded processes; every model
+    seeds itself, so the tables do not depend on ``workers`` (tested)."""
     import pandas as pd
 
+    from shared.parallel import run_jobs
+
     arms = arm_list(scratch_tokens, architectures)
-    rows, curves = [], []
-    total = len(arms) * len(seeds)
-    done = 0
-    for arch, attention, k in arms:
-        for seed in seeds:
-            task = TaskSpec(n=n, n_symbols=n_symbols, k=k)
-            start = time.perf_counter()
-            res = run_arm(task, ModelSpec(arch, depth), attention == "causal", seed, steps, batch_size,
-                          lr[arch], n_eval, device, progress)
-            seconds = time.perf_counter() - start
-            vis = res.visible
-            rows.append({
-                "architecture": arch, "attention": attention, "k": k, "seed": seed,
-                "correct": int(res.correct.sum()), "rows": int(res.correct.size),
-                "visible_correct": int(res.correct[vis].sum()), "visible_rows": int(vis.sum()),
-                "invisible_correct": int(res.correct[~vis].sum()), "invisible_rows": int((~vis).sum()),
-                "parameters": res.n_parameters,
-            })
-            for rec in res.history.records:
-                curves.append({"architecture": arch, "attention": attention, "k": k, "seed": seed,
-                               "step": rec["step"], "loss": rec["loss"]})
-            done += 1
-            if progress:
-                print(f"[{done}/{total}] {arch} {attention} k={k} seed={seed}: accuracy "
-                      f"{res.correct.mean():.3f} ({seconds:.1f} s)", flush=True)
+    workers = workers if device == "cpu" else 1
+    jobs = [(arch, attention, k, seed, n, n_symbols, depth, steps, batch_size, lr[arch], n_eval, device,
+             progress and workers <= 1)
+            for arch, attention, k in arms for seed in seeds]
+
+    def report(i, result, done):
+        if progress:
+            row, _, seconds = result
+            print(f"[{done}/{len(jobs)}] {row['architecture']} {row['attention']} k={row['k']} seed={row['seed']}: "
+                  f"accuracy {row['correct'] / row['rows']:.3f} ({seconds:.1f} s)", flush=True)
+
+    # longer sequences (more scratch tokens) cost more per step: start them first
+    results = run_jobs(_grid_job, jobs, workers, cost=[n + job[2] for job in jobs], on_done=report)
+    rows = [r[0] for r in results]
+    curves = [c for r in results for c in r[1]]
     return pd.DataFrame(rows), pd.DataFrame(curves)

@@ -30,6 +30,7 @@ batch_size: int = 128  # fresh examples per step | x >= 1
 lr_disentangled: float = 0.01  # AdamW learning rate, attention-only model | 0 < x < 1
 lr_standard: float = 0.003  # AdamW learning rate, standard transformer | 0 < x < 1
 n_eval: int = 2000  # held-out examples per model | x >= 100
+workers: int = 2  # models trained in parallel single-threaded processes on a CPU (results do not depend on it) | x >= 1
 
 # %%
 import matplotlib.pyplot as plt
@@ -76,7 +77,7 @@ results, curves = run_grid(n=n, n_symbols=n_symbols, scratch_tokens=scratch_toke
                            architectures=architectures, depth=depth, seeds=seeds, steps=steps,
                            batch_size=batch_size,
                            lr={"disentangled": lr_disentangled, "standard": lr_standard},
-                           n_eval=n_eval, device=device, progress=progress)
+                           n_eval=n_eval, device=device, progress=progress, workers=workers)
 summary = arm_summary(results, n, n_symbols)
 summary
 
