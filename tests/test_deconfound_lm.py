@@ -8,9 +8,10 @@ from papers.deconfound_lm.method import (ATTRIBUTES, Observations, World, attrib
                                          attribute_features, all_flip_pairs, best_of_n_utility,
                                          cross_fit_residuals, fit_deconfound, fit_naive, fit_with_c,
                                          flip_pairs, headline, lift_fraction, measure_naive_bias,
-                                         measure_near_oracle, measure_removal, measure_utility_gain,
+                                         measure_near_oracle, measure_observational_preference, measure_removal, measure_utility_gain,
                                          measure_with_c_equivalence, removal_statistic, ridge_loo, run_seed, sample_observations,
-                                         sample_template_ids, sigmoid, template_table)
+                                         sample_template_ids, sigmoid, template_table,
+                                         observational_auc)
 from shared.claims import Control, load_claims
 
 
@@ -130,6 +131,7 @@ def test_run_seed_rows(templates):
     rows, eff = run_seed(7, F, templates, World(), [0.0, 0.8], 2000, 2, 300, 8)
     t = pd.DataFrame(rows)
     assert len(t) == 2 and len(eff) == 2 * 4 * 5
+    assert t.loc[1, "obs_auc_naive"] > t.loc[1, "obs_auc_deconfound"]  # strength 0.8: naive exploits C
     assert (t["u_best"] >= t[["u_naive", "u_deconfound", "u_oracle", "u_with_c"]].max(axis=1) - 1e-12).all()
     assert t["true_spurious_effect"].abs().max() < 1e-12
     again, _ = run_seed(7, F, templates, World(), [0.0, 0.8], 2000, 2, 300, 8)
@@ -214,3 +216,26 @@ def test_not_reproduced_when_gain_is_negative():
 def test_unused_observations_type():
     o = Observations(np.array([0]), np.array([1]), np.array([1.0]))
     assert o.ids.shape == o.c.shape == o.y.shape
+
+
+def test_observational_auc_by_hand():
+    obs = Observations(ids=np.array([0, 1, 2, 3]), c=np.zeros(4, int), y=np.array([0.0, 1.0, 0.0, 1.0]))
+    # positives score 0.9, 0.4; negatives 0.1, 0.5 -> 3 of 4 positive-negative pairs ordered: AUC 0.75
+    assert observational_auc(np.array([0.1, 0.9, 0.5, 0.4]), obs) == pytest.approx(0.75)
+
+
+def test_measure_observational_preference():
+    rows = []
+    for seed in range(3):
+        for st, an, ad in ((0.6, 0.67 + 0.01 * seed, 0.64), (0.0, 0.64, 0.64 - 0.001 * seed)):
+            rows.append({"seed": seed, "strength": st, "obs_auc_naive": an, "obs_auc_deconfound": ad})
+    t = pd.DataFrame(rows)
+    claims = load_claims("deconfound_lm")
+    m, gate, ctrl = measure_observational_preference(t, 0.6, 0.55)
+    assert m.value == pytest.approx(0.04) and gate.passed and gate.value == pytest.approx(0.67)
+    assert ctrl.measured.value == pytest.approx(0.001)
+    c = claims["observational_validation_prefers_naive"].evaluate(m, gate=gate, control=ctrl)
+    assert c.verdict == "reproduced" and c.control_meets is False
+    m, gate, ctrl = measure_observational_preference(t, 0.6, 0.7)  # rewards that barely predict: gate fails
+    assert not gate.passed
+    assert claims["observational_validation_prefers_naive"].evaluate(m, gate=gate, control=ctrl).verdict == "inconclusive"

@@ -32,6 +32,7 @@ beta: list[float] = [0.5, 0.8, 0.6, 0.0, -0.4]  # causal logit effects of questi
 gamma: float = 1.5  # logit effect of the confounder C on Y
 min_bias: float = 0.02  # gate of the removal claim: smallest |naive spurious effect| in every seed | x > 0
 min_lift: float = 0.03  # gate of the utility claims: smallest oracle lift over random selection in every seed | x > 0
+min_auc: float = 0.55  # gate of the observational-validation claim: smallest held-out observational AUC of the naive reward | 0.5 <= x < 1
 
 # %%
 import time
@@ -43,7 +44,8 @@ import seaborn as sns
 
 from papers.deconfound_lm import TITLE, URL
 from papers.deconfound_lm.method import (ARMS, ATTRIBUTES, World, attribute_features, lift_fraction,
-                                         measure_naive_bias, measure_near_oracle, measure_removal,
+                                         measure_naive_bias, measure_near_oracle, measure_observational_preference,
+                                         measure_removal,
                                          measure_utility_gain, measure_with_c_equivalence, run_seed,
                                          template_table)
 from shared.claims import load_claims
@@ -107,6 +109,9 @@ m, gate, ctrl = measure_near_oracle(table, claim_strength, min_lift)
 claims["deconfound_near_oracle"].evaluate(m, gate=gate, control=ctrl, detail=f"strength {claim_strength}")
 m, ctrl = measure_with_c_equivalence(table, claim_strength)
 claims["with_c_matches_deconfound"].evaluate(m, control=ctrl, detail=f"strength {claim_strength}")
+m, gate, ctrl = measure_observational_preference(table, claim_strength, min_auc)
+claims["observational_validation_prefers_naive"].evaluate(m, gate=gate, control=ctrl,
+                                                          detail=f"strength {claim_strength}")
 verdicts = pd.DataFrame([{"claim": c.id, "value": c.measured.value, "ci_low": c.measured.ci_low,
                           "ci_high": c.measured.ci_high, "gate": None if c.gate is None else c.gate.passed,
                           "control": c.control.measured.value, "control_meets": c.control_meets,
@@ -163,7 +168,9 @@ at = table[np.isclose(table["strength"], claim_strength)]
 headline = {f"utility_{a}": float(at[f"u_{a}"].mean()) for a in ARMS}
 headline.update({"utility_random": float(at["u_random"].mean()), "utility_best": float(at["u_best"].mean()),
                  "spurious_effect_naive": float(at["eff_naive"].mean()),
-                 "spurious_effect_deconfound": float(at["eff_deconfound"].mean())})
+                 "spurious_effect_deconfound": float(at["eff_deconfound"].mean()),
+                 "observational_auc_naive": float(at["obs_auc_naive"].mean()),
+                 "observational_auc_deconfound": float(at["obs_auc_deconfound"].mean())})
 write_metrics(out, slug="deconfound_lm", title=TITLE, url=URL, profile=profile, device="cpu", seeds=seeds,
               claims=list(claims.values()), headline=headline, params=snapshot(globals(), "deconfound_lm"))
 for c in claims.values():
