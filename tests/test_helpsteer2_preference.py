@@ -99,7 +99,15 @@ def test_pair_accuracy_hand_cases():
     assert pair_accuracy(Fixed(), feats, q).tolist() == [1.0, 0.0, 0.5]
 
 
-def test_fit_learns_and_early_stopping_returns_best_step():
+@pytest.fixture
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: avoids spin-waiting threads on a shared CPU
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_fit_learns_and_early_stopping_returns_best_step(one_thread):
     rng = np.random.default_rng(0)
     w = make_world(0, 2, 3, 8, 0.0)
     t = sample_tasks(w, 600, rng)
@@ -118,8 +126,10 @@ def test_run_cell_tiny_is_deterministic_and_has_every_arm():
     cfg = dict(d_prompt=2, d_resp=3, teacher_hidden=8, prompt_scale=1.0, n_train_tasks=300, n_val_tasks=60,
                n_test_tasks=200, n_annotators=3, sigma_offset=0.5, pref_scale=1.0, max_spread=2, hidden=8,
                steps=10, eval_every=5, lr=0.01, weight_decay=0.0, batch_size=16)
+    threads = torch.get_num_threads()
     a, b = run_cell(7, 1.0, cfg), run_cell(7, 1.0, cfg)
     assert a == b
+    assert torch.get_num_threads() == threads  # the thread setting is restored
     assert [r["arm"] for r in a["arms"]] == list(ARMS)
     assert 0 < a["agreement"]["kept_fraction"] <= 1
 

@@ -239,7 +239,16 @@ def run_cell(seed: int, sigma: float, cfg: dict) -> dict:
     permuted across responses (same two-stage budget, no rating information). The held-out test tasks are
     the same for every sigma of a seed.
     """
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and under CPU contention much faster
+    try:
+        return _run_cell(seed, sigma, cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_cell(seed: int, sigma: float, cfg: dict) -> dict:
+    """The body of :func:`run_cell` (which pins torch to one thread around it)."""
     world = make_world(seed, cfg["d_prompt"], cfg["d_resp"], cfg["teacher_hidden"], cfg["prompt_scale"])
     rng = np.random.default_rng([seed, 2, int(round(sigma * 1000))])
     tr = sample_tasks(world, cfg["n_train_tasks"], rng)
