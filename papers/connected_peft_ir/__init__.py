@@ -3,4 +3,6 @@
 TITLE = 'Scattered or Connected? An Optimized Parameter-efficient Tuning Approach for Information Retrieval'
 URL = 'https://arxiv.org/abs/2208.09847'
 GRADE = 'C'
-CITATION = "TODO(papers new): authors. Scattered or Connected? An Optimized Parameter-efficient Tuning Approach for Information Retrieval. venue, year."
+CITATION = ("Ma, X., Guo, J., Zhang, R., Fan, Y. and Cheng, X. Scattered or Connected? An Optimized "
+            "Parameter-efficient Tuning Approach for Information Retrieval. Proceedings of the 31st ACM "
+            "International Conference on Information and Knowledge Management (CIKM), 2022. arXiv:2208.09847.")
