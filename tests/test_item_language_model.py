@@ -221,3 +221,61 @@ def test_measure_alignment_and_language_checks():
     claims = load_claims("item_language_model")
     claims["frozen_lm_language_preserved"].evaluate(m, control=control)
     assert claims["frozen_lm_language_preserved"].verdict == "failed"
+
+
+# --- MovieLens 100K in the catalogue's schema (a hand-made miniature of the archive's files) -------------
+
+def _write_ml(tmp_path):
+    d = tmp_path / "ml-100k"
+    d.mkdir()
+    (d / "u.genre").write_text("unknown|0\nAction|1\nChildren's|2\nSci-Fi|3\n\n", encoding="latin-1")
+    # id|title|release|video|url|4 genre flags
+    (d / "u.item").write_text(
+        "1|Toy Story (1995)|01-Jan-1995||http://x|0|0|1|0\n"
+        "2|GoldenEye (1995)|01-Jan-1995||http://x|0|1|0|1\n"
+        "3|Shawshank Redemption, The (1994)|01-Jan-1994||http://x|0|0|0|0\n"
+        "4|Toy Story (1995)|01-Jan-1995||http://x|0|1|0|0\n", encoding="latin-1")
+    # user item rating timestamp (tab separated); user 1 watches 3 at t=5, 1 and 2 tied at t=7, 4 at t=9
+    (d / "u.data").write_text("1\t1\t5\t7\n1\t4\t3\t9\n1\t3\t4\t5\n1\t2\t4\t7\n2\t2\t3\t1\n2\t1\t3\t2\n2\t4\t1\t3\n")
+    return d
+
+
+def test_normalise_title_hand_cases():
+    from papers.item_language_model.catalogue import normalise_title
+
+    assert normalise_title("Se7en (1995)") == "se7en"
+    assert normalise_title("Shawshank Redemption, The (1994)") == "shawshank redemption the"
+    assert normalise_title("Monty Python's Life of Brian (1979)") == "monty python s life of brian"
+    assert normalise_title("(1999)") == "untitled"
+
+
+def test_load_movielens_schema(tmp_path):
+    from papers.item_language_model.catalogue import load_movielens
+
+    cat = load_movielens(_write_ml(tmp_path), n_users=2, seq_len=3)
+    assert cat.titles == ["toy story", "goldeneye", "shawshank redemption the", "toy story 2"]
+    assert cat.genres == [("childrens", "childrens"), ("action", "scifi"), ("unknown", "unknown"), ("action", "action")]
+    assert cat.genre_names == ("unknown", "action", "childrens", "scifi")
+    # user 1 in time order 3, {1, 2} (tie broken by movie id), 4 -> the last three, 0-based: 0, 1, 3
+    assert cat.sequences.tolist() == [[0, 1, 3], [1, 0, 3]]
+    assert cat.source == "movielens_100k" and cat.n_items == 4
+    with pytest.raises(ValueError, match="n_users=3"):
+        load_movielens(tmp_path / "ml-100k", n_users=3, seq_len=3)
+    with pytest.raises(ValueError, match="seq_len=4"):
+        load_movielens(tmp_path / "ml-100k", n_users=2, seq_len=4)
+
+
+def test_tiny_vocabulary_covers_real_titles_and_keeps_the_synthetic_one(tmp_path):
+    from papers.item_language_model.catalogue import load_movielens
+    from papers.item_language_model.experiment import _vocab_words
+    from papers.item_language_model.model import WordTokenizer
+
+    cat = load_movielens(_write_ml(tmp_path), n_users=2, seq_len=3)
+    corpus = [cat.item_text(i) for i in range(cat.n_items)] + cat.genre_list_texts(2, 1, seed=0)
+    tok = WordTokenizer(_vocab_words(corpus + [","]))
+    for text in corpus:
+        assert len(tok.encode(" " + text)) == len(text.split())
+    # the synthetic catalogue's corpus adds no word, so its token ids are what they were
+    syn = make_catalogue(60, 20, 10, 2.0, seed=0)
+    syn_corpus = [syn.item_text(i) for i in range(syn.n_items)] + syn.genre_list_texts(2, 3, seed=0)
+    assert WordTokenizer(_vocab_words(syn_corpus + [","])).vocab == WordTokenizer(_vocab_words()).vocab

@@ -10,6 +10,7 @@ the training interactions (a matrix-factorisation embedding, Sec. 3.1 "CF item e
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,8 @@ class Catalogue:
     genres: list[tuple[str, str]]  # (primary, secondary) genre per item
     factors: np.ndarray          # (n_items, n_genres) latent item factors
     sequences: np.ndarray        # (n_users, seq_len) item ids in watch order, no repeats per user
+    genre_names: tuple[str, ...] = tuple(GENRES)  # the genre vocabulary, in a fixed order
+    source: str = "synthetic"    # "synthetic" or "movielens_100k"
 
     @property
     def n_items(self) -> int:
@@ -59,7 +62,7 @@ class Catalogue:
         ``list_len`` titles whose primary genre it is ("action movies : fast bullet , iron fist , ... .")."""
         rng = np.random.default_rng(seed)
         out = []
-        for g in GENRES:
+        for g in self.genre_names:
             members = [i for i, (g1, _) in enumerate(self.genres) if g1 == g]
             for _ in range(n_lists if len(members) >= list_len else 0):
                 pick = rng.choice(members, size=list_len, replace=False)
@@ -109,6 +112,55 @@ def make_catalogue(n_items: int, n_users: int, seq_len: int, beta: float, seed: 
         keys = logits + rng.gumbel(size=n_items)
         seqs[u] = np.argsort(-keys, kind="stable")[:seq_len]
     return Catalogue(titles, genres, factors, seqs)
+
+
+def normalise_title(title: str) -> str:
+    """A MovieLens title as words the word-level LM can read: the trailing "(year)" dropped, lower case,
+    every run of characters other than letters and digits a single space ("Se7en (1995)" -> "se7en",
+    "Twelve Monkeys (1995)" -> "twelve monkeys", "Shawshank Redemption, The (1994)" -> "shawshank
+    redemption the")."""
+    title = re.sub(r"\s*\(\d{4}\)\s*$", "", title.strip())
+    return " ".join(re.sub(r"[^0-9a-z]+", " ", title.lower()).split()) or "untitled"
+
+
+def load_movielens(directory, n_users: int, seq_len: int) -> Catalogue:
+    """MovieLens 100K (``data/movielens_100k/ml-100k``: ``u.data``, ``u.item``, ``u.genre``) in the schema of
+    :func:`make_catalogue`: the first ``n_users`` users (by id), each user's last ``seq_len`` rated movies
+    in time order (ties by movie id; every user has >= 20 ratings), titles via :func:`normalise_title`
+    (made unique with a numeric suffix where two normalise alike), and each movie's first two listed genres
+    (its only genre twice when it has one). ``factors`` is empty: there are no generating factors."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    genre_names = [line.split("|")[0] for line in (directory / "u.genre").read_text(encoding="latin-1").splitlines()
+                   if line.strip()]
+    genre_names = [re.sub(r"[^a-z]+", "", g.lower()) for g in genre_names]
+    titles, genres = [], []
+    seen: dict[str, int] = {}
+    for line in (directory / "u.item").read_text(encoding="latin-1").splitlines():
+        if not line.strip():
+            continue
+        fields = line.split("|")
+        if int(fields[0]) != len(titles) + 1:
+            raise ValueError(f"u.item: expected movie id {len(titles) + 1}, got {fields[0]}")
+        t = normalise_title(fields[1])
+        seen[t] = seen.get(t, 0) + 1
+        titles.append(t if seen[t] == 1 else f"{t} {seen[t]}")
+        flags = [genre_names[j] for j, f in enumerate(fields[-len(genre_names):]) if f == "1"] or [genre_names[0]]
+        genres.append((flags[0], flags[1] if len(flags) > 1 else flags[0]))
+    ratings = np.loadtxt(directory / "u.data", dtype=np.int64)  # user, item, rating, timestamp
+    users = np.unique(ratings[:, 0])[:n_users]
+    if len(users) < n_users:
+        raise ValueError(f"MovieLens has {len(users)} users; n_users={n_users} asked for more")
+    seqs = np.zeros((n_users, seq_len), dtype=np.int64)
+    for r, u in enumerate(users):
+        rows = ratings[ratings[:, 0] == u]
+        rows = rows[np.lexsort((rows[:, 1], rows[:, 3]))]  # by timestamp, then movie id
+        if len(rows) < seq_len:
+            raise ValueError(f"user {u} has {len(rows)} ratings < seq_len={seq_len}")
+        seqs[r] = rows[-seq_len:, 1] - 1
+    used = sorted({g for pair in genres for g in pair}, key=genre_names.index)
+    return Catalogue(titles, genres, np.zeros((len(titles), 0)), seqs, tuple(used), "movielens_100k")
 
 
 def split_leave_last_out(seqs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

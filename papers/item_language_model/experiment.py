@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from papers.item_language_model.catalogue import (ADJECTIVES, GENRES, NOUNS, co_consumed_pairs, hit_and_ndcg,
-                                                  make_catalogue, next_item_examples, puresvd_item_embeddings,
-                                                  sample_negatives, split_leave_last_out)
+                                                  load_movielens, make_catalogue, next_item_examples,
+                                                  puresvd_item_embeddings, sample_negatives, split_leave_last_out)
 from papers.item_language_model.model import (HFTokenizer, ILMEncoder, MLPAdaptor, WordTokenizer,
                                               item_item_contrastive, item_text_contrastive, masked_mean_nll,
                                               pad_right, soft_prefix_logprobs, text_retrieval_at_k)
@@ -40,9 +40,12 @@ PHASE1 = {  # arm -> (item-item loss, text shuffled, item-item positives random)
 }
 
 
-def _vocab_words() -> list[str]:
+def _vocab_words(corpus: list[str] | None = None) -> list[str]:
+    """The tiny LM's closed vocabulary: the synthetic catalogue's words, plus every word of ``corpus``
+    (real MovieLens titles and genres)."""
     words = list(GENRES) + [w for g in GENRES for w in ADJECTIVES[g] + NOUNS[g]]
-    return words + ["is", "a", "movie", "movies", ".", ",", ":", "next"]
+    words += ["is", "a", "movie", "movies", ".", ",", ":", "next"]
+    return words + [w for text in (corpus or []) for w in text.split()]
 
 
 def build_lm(cfg: dict[str, Any], corpus: list[str], seed: int, device: str, progress: bool):
@@ -53,7 +56,7 @@ def build_lm(cfg: dict[str, Any], corpus: list[str], seed: int, device: str, pro
 
         lm, tok = load_smollm2(device, dtype=torch.float32)
         return lm, HFTokenizer(tok), []
-    tok = WordTokenizer(_vocab_words())
+    tok = WordTokenizer(_vocab_words(corpus + [cfg["prompt"]]))
     torch.manual_seed(seed)
     lm = tiny_llama(len(tok.vocab), max_len=128, d_model=cfg["lm_d_model"], n_layers=cfg["lm_layers"],
                     n_heads=4, pad_token_id=tok.pad_id, bos_token_id=tok.bos_id)
@@ -90,7 +93,12 @@ def run_seed(seed: int, cfg: dict[str, Any], device: str = "cpu", progress: bool
     """Everything for one seed; returns per-user tables and per-arm scalars (plain python / numpy)."""
     torch.set_num_threads(1)
     seed_everything(seed)
-    cat = make_catalogue(cfg["n_items"], cfg["n_users"], cfg["seq_len"], cfg["beta"], seed)
+    if cfg.get("data_source", "synthetic") == "movielens_100k":
+        from shared.data import require
+
+        cat = load_movielens(require("movielens_100k", "ml-100k"), cfg["n_users"], cfg["seq_len"])
+    else:
+        cat = make_catalogue(cfg["n_items"], cfg["n_users"], cfg["seq_len"], cfg["beta"], seed)
     train_seqs, test_items = split_leave_last_out(cat.sequences)
     H = cfg["history"]
     hist_x, next_y = next_item_examples(train_seqs, H)

@@ -21,7 +21,7 @@ profile: str = "small"  # parameter profile (set by the runner)
 device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps (set by the runner)
 output_dir: str = ""  # where outputs go; empty = scratch/item_language_model (set by the runner)
 progress: bool = True  # show progress bars (set by the runner)
-data_source: str = "synthetic"  # interactions and item texts: the synthetic MovieLens-100k-schema catalogue | x in ("synthetic",)
+data_source: str = "auto"  # interactions and item texts: MovieLens 100K (stage data_movielens_100k, fetched online only), the synthetic catalogue with its schema, or auto = MovieLens when fetched, else synthetic | x in ("auto", "synthetic", "movielens_100k")
 seeds: list[int] = [0, 1, 2]  # evaluation seeds (catalogue, LM, every arm) | len(x) >= 1 and len(set(x)) == len(x)
 workers: int = 2  # seeds run in parallel single-threaded processes | x >= 1
 n_items: int = 200  # catalogue size | 50 <= x <= 1920
@@ -67,6 +67,7 @@ from papers.item_language_model.analysis import (arm_means, measure_alignment, m
                                                  measure_language_preserved)
 from papers.item_language_model.experiment import run_seed
 from shared.claims import load_claims
+from shared.data import available
 from shared.device import pick_device
 from shared.metrics import write_metrics
 from shared.parallel import run_jobs
@@ -82,7 +83,14 @@ cfg = {name: globals()[name] for name in (
     "lm_steps", "lm_lr", "lm_lists", "lm_list_len", "prompt", "d_q", "n_query", "n_kv", "q_layers", "ii_window",
     "p1_batch", "p1_steps", "p1_lr", "mlp_hidden", "p2_batch", "p2_steps", "p2_lr", "n_eval_users",
     "n_candidates", "k", "eval_chunk")}
-print(f"profile={profile} device={device} data_source={data_source} output={out}")
+# MovieLens may not be redistributed: its stage fetches it online and records UNAVAILABLE offline
+if data_source == "movielens_100k" and not available("movielens_100k"):
+    raise ValueError("data_source=movielens_100k but data/movielens_100k was not fetched: run "
+                     "`dvc repro --force data_movielens_100k` online, or use data_source=auto|synthetic")
+data_used = data_source if data_source != "auto" else (
+    "movielens_100k" if available("movielens_100k") else "synthetic")
+cfg["data_source"] = data_used
+print(f"profile={profile} device={device} data_source={data_source} -> {data_used} output={out}")
 
 # %% [markdown]
 # ## Run every seed
@@ -157,7 +165,7 @@ per_seed.to_csv(out / "per_seed.csv", index=False, float_format="%.6g")
 headline = {f"{arm}_ndcg@{k}": float(summary.loc[arm, ("ndcg", "mean")]) for arm in summary.index}
 headline.update({f"{arm}_hr@{k}": float(summary.loc[arm, ("hit", "mean")]) for arm in summary.index})
 write_metrics(out, slug="item_language_model", title=TITLE, url=URL, profile=profile, device=device, seeds=seeds,
-              claims=list(claims.values()), headline={"data_source": data_source, **headline},
+              claims=list(claims.values()), headline={"data_source": data_used, **headline},
               params=snapshot(globals(), "item_language_model"))
 for c in claims.values():
     print(f"{c.id}: {c.verdict} ({c.reason}; {c.detail})")
