@@ -8,8 +8,8 @@ import torch
 from papers.disendiff.method import (calibration_losses, gaussian_smooth, leakage, measure_calibration_manipulation,
                                      measure_leakage_reduction, measure_mask_iou_gain, measure_overlap_reduction,
                                      normalise, personalise, soft_iou)
-from papers.disendiff.world import (AND, BOS, NEW1, NEW2, NOVEL_COLOURS, PAD, SHAPE_ID, TinyT2I, concept_pair,
-                                    generic_batch, shape_masks, texture)
+from papers.disendiff.world import (AND, BOS, COLOUR_ID, COLOURS, NEW1, NEW2, NOVEL_COLOURS, PAD, SHAPE_ID, TinyT2I,
+                                    concept_pair, generic_batch, shape_masks, texture)
 
 
 def test_shape_masks_areas_and_position():
@@ -27,18 +27,31 @@ def test_generic_batch_captions_match_masks():
     assert (masks[single, 1].sum((1, 2)) == 0).all()
     assert (masks[~single, 1].sum((1, 2)) > 0).all() and (tok[~single, 3] == AND).all()
     assert ((masks[:, 0] * masks[:, 1]).sum() == 0)  # objects never overlap
-    assert (tok[:, 0] == BOS).all() and (tok[:, 2] != tok[:, 5]).all()
+    assert (tok[:, 0] == BOS).all()
+    # [BOS, shape, colour, and, shape, colour]: the two shapes differ; the colour word names the object's colour
+    assert (tok[~single, 1] != tok[~single, 4]).all() and set(tok[:, 1].tolist()) <= set(SHAPE_ID.values())
+    img = (x + 1) / 2
+    colour_rgb = {COLOUR_ID[c]: torch.tensor(v) for c, v in COLOURS.items()}
+    for i in range(5):
+        pix = img[i][:, masks[i, 0] > 0].T
+        assert torch.allclose(pix, colour_rgb[int(tok[i, 2])].expand_as(pix))
 
 
-def test_concept_pair_palettes_disjoint_and_caption():
+def test_concept_pair_caption_palettes_and_pixels():
     p = concept_pair(np.random.default_rng(3))
-    assert p["tokens"].tolist()[:2] == [BOS, NEW1] and int(p["tokens"][4]) == NEW2
-    assert int(p["tokens"][2]) == list(SHAPE_ID.values())[p["shapes"][0]]
-    assert not set(map(tuple, p["palettes"][0])) & set(map(tuple, p["palettes"][1]))
-    # inside object 1 only its palette's colours appear
+    tok = p["tokens"].tolist()
+    assert tok[:2] == [BOS, NEW1] and tok[3] == AND and tok[4] == NEW2
+    assert tok[2] in COLOUR_ID.values() and tok[5] in COLOUR_ID.values() and tok[2] != tok[5]
+    assert p["palettes"][0] != p["palettes"][1] and all(len(pal) == 1 for pal in p["palettes"])
+    assert p["palettes"][0][0] in NOVEL_COLOURS.values()
+    # inside object 1 only its base (class) colour and its novel colour appear, about half each
+    base = {v: k for k, v in COLOUR_ID.items()}[tok[2]]
     pix = ((p["x"] + 1) / 2)[:, p["masks"][0] > 0].T
-    allowed = torch.tensor(p["palettes"][0])
-    assert torch.cdist(pix, allowed).min(1).values.max() < 1e-5
+    allowed = torch.tensor([COLOURS[base], p["palettes"][0][0]])
+    d = torch.cdist(pix, allowed)
+    assert d.min(1).values.max() < 1e-5
+    assert 0.25 < float((d.argmin(1) == 1).float().mean()) < 0.75
+    assert float((p["masks"][0] * p["masks"][1]).sum()) == 0
 
 
 def test_texture_checker():
@@ -94,6 +107,10 @@ def test_leakage_hand_case():
     assert lk == pytest.approx(1 / 3) and share == pytest.approx(1.0) and fg == pytest.approx(0.75)
     lk2, _, _ = leakage(torch.full((1, 3, 2, 2), -1.0), own, other)
     assert np.isnan(lk2)
+    # a noise-like pixel far from every palette colour is foreground but unassigned
+    img[0, :, 1, 1] = torch.tensor([0.75, 0.3, 0.4])  # nearest is orange at distance ~0.5 > 0.2
+    lk3, share3, fg3 = leakage(img * 2 - 1, own, other)
+    assert lk3 == pytest.approx(1 / 3) and share3 == pytest.approx(3 / 4) and fg3 == pytest.approx(1.0)
 
 
 def test_model_maps_shape_and_sum():
@@ -105,6 +122,19 @@ def test_model_maps_shape_and_sum():
     assert maps.shape == (3, 6, 16, 16)
     assert torch.allclose(maps.sum(1), torch.ones(3, 16, 16), atol=1e-5)  # softmax over tokens
     assert torch.allclose(maps[tok == PAD], torch.zeros_like(maps[tok == PAD]))  # padding gets no attention
+
+
+def test_text_encoder_is_causal():
+    torch.manual_seed(0)
+    m = TinyT2I(width=8)
+    a = torch.tensor([[BOS, NEW1, 5, AND, NEW2, 6]])
+    b = torch.tensor([[BOS, NEW1, 5, AND, NEW2, 7]])
+    ea, eb = m.encode(a)[0], m.encode(b)[0]
+    assert torch.allclose(ea[0, :5], eb[0, :5]) and not torch.allclose(ea[0, 5], eb[0, 5])
+    bi = TinyT2I(width=8, text_encoder="bidirectional")
+    assert not torch.allclose(bi.encode(a)[0][0, 0], bi.encode(b)[0][0, 0])
+    with pytest.raises(ValueError):
+        TinyT2I(width=8, text_encoder="lstm")
 
 
 def test_personalise_trains_only_kv_and_new_tokens():
@@ -120,14 +150,15 @@ def test_personalise_trains_only_kv_and_new_tokens():
     assert {"l_bind", "l_sup", "target", "prior"} <= set(curve.columns)
 
 
-def _rows(gain, aa_gain, fit=0.5, share=0.8, seeds=(0, 1, 2), pairs=(0, 1)):
+def _rows(gain, aa_gain, fit=0.5, share=0.4, seeds=(0, 1, 2), pairs=(0, 1), swap_gain=0.0):
     recs = []
     rng = np.random.default_rng(0)
     for s in seeds:
         for p in pairs:
-            for arm, g in (("baseline", 0.0), ("method", gain), ("baseline_aa", aa_gain)):
+            for arm, g, sg in (("baseline", 0.0, 0.0), ("method", gain, swap_gain), ("baseline_aa", aa_gain, 0.0)):
                 jit = float(rng.normal(0, 0.005))
-                recs.append({"seed": s, "pair": p, "arm": arm, "mod_iou": 0.3 + g + jit, "overlap": 0.4 - g + jit,
+                recs.append({"seed": s, "pair": p, "arm": arm, "mod_iou": 0.3 + g + jit, "mod_iou_swap": 0.1 + sg + jit,
+                             "overlap": 0.4 - g + jit,
                              "leakage": 0.4 - g + jit, "cal_loss": 1.0 - g + jit, "concept_share": share,
                              "target_loss": 1.0 - fit, "target_loss_before": 1.0})
     return pd.DataFrame(recs)
@@ -140,9 +171,9 @@ def test_measure_mask_iou_gain_values_gate_control():
     # failed gates: class tokens do not localise, or the image was not fit
     assert not measure_mask_iou_gain(_rows(0.2, 0.0), base_class_iou=0.1)[1].passed
     assert not measure_mask_iou_gain(_rows(0.2, 0.0, fit=0.05), base_class_iou=0.5)[1].passed
-    # a control that meets the criterion (A/A shows the same gain): the criterion would not discriminate
-    _, _, c2 = measure_mask_iou_gain(_rows(0.2, 0.2), base_class_iou=0.5)
-    assert c2.measured.ci_low > 0.05
+    # a control that meets the criterion (the maps gain as much on the WRONG object): it would not discriminate
+    _, _, c2 = measure_mask_iou_gain(_rows(0.2, 0.0, swap_gain=0.2), base_class_iou=0.5)
+    assert c2.measured.ci_low > 0.05 and c2.measured.value == pytest.approx(0.2, abs=0.01)
 
 
 def test_measure_overlap_and_leakage_and_manipulation():
@@ -150,7 +181,9 @@ def test_measure_overlap_and_leakage_and_manipulation():
     assert m.value == pytest.approx(-0.2, abs=0.01) and m.ci_high < -0.05 and g.passed
     m, g, c = measure_leakage_reduction(_rows(0.2, 0.0))
     assert m.value == pytest.approx(-0.2, abs=0.01) and g.passed and c.measured.ci_high > -0.05
-    assert not measure_leakage_reduction(_rows(0.2, 0.0, share=0.3))[1].passed
+    assert not measure_leakage_reduction(_rows(0.2, 0.0, share=0.1))[1].passed
+    _, _, c2 = measure_leakage_reduction(_rows(0.2, 0.2))  # A/A shows the same reduction: control meets it
+    assert c2.measured.ci_high < -0.05
     rows = _rows(0.2, 0.0)
     rows.loc[0, "leakage"] = np.nan
     assert not measure_leakage_reduction(rows)[1].passed
@@ -169,5 +202,8 @@ def test_measure_verdict_through_registry():
     claims["attention_mask_iou_gain"].evaluate(m, gate=g, control=c)
     assert claims["attention_mask_iou_gain"].verdict == "not_reproduced"
     m, g, c = measure_mask_iou_gain(_rows(0.2, 0.0), base_class_iou=0.1)
+    claims["attention_mask_iou_gain"].evaluate(m, gate=g, control=c)
+    assert claims["attention_mask_iou_gain"].verdict == "inconclusive"
+    m, g, c = measure_mask_iou_gain(_rows(0.2, 0.0, swap_gain=0.2), base_class_iou=0.5)  # control meets it
     claims["attention_mask_iou_gain"].evaluate(m, gate=g, control=c)
     assert claims["attention_mask_iou_gain"].verdict == "inconclusive"
