@@ -193,7 +193,8 @@ sns.lineplot(data=das_long, x="layer", y="iia", hue="seed", style="split", marke
              errorbar=None, ax=ax)
 ax.set(xlabel="layer (tiny Llama; residual stream after the block, last token)", ylabel="interchange accuracy",
        ylim=(0, 1.02), xticks=sorted(das_long["layer"].unique()))
-place_legends(fig)  # legends off the data (shared.legends)
+# one entry per seed and split is taller than the panel: always outside, right of it
+sns.move_legend(ax, "upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
 savefig(fig, out / "das_iia_by_layer.png")
 
 # %%
