@@ -119,8 +119,9 @@ long = rows.melt(id_vars=["seed", "pair", "arm"], value_vars=["mod_iou", "mod_io
                  var_name="metric", value_name="value")
 per_seed = long.groupby(["seed", "arm", "metric"], as_index=False)["value"].mean()
 fig, ax = plt.subplots(figsize=(8, 3.8))
-sns.barplot(data=per_seed, x="metric", y="value", hue="arm", hue_order=list(ARMS), errorbar=None, ax=ax, alpha=0.6)
-sns.stripplot(data=per_seed, x="metric", y="value", hue="arm", hue_order=list(ARMS), dodge=True, ax=ax,
+metric_order = ["mod_iou", "mod_iou_swap", "overlap", "leakage"]
+sns.barplot(data=per_seed, x="metric", y="value", order=metric_order, hue="arm", hue_order=list(ARMS), errorbar=None, ax=ax, alpha=0.6)
+sns.stripplot(data=per_seed, x="metric", y="value", order=metric_order, hue="arm", hue_order=list(ARMS), dodge=True, ax=ax,
               legend=False, size=4, palette="dark:k")
 ax.set_xticks(range(4), ["IoU, own mask\n(higher better)", "IoU, other mask\n(control)", "new-token overlap\n(lower better)",
                          "leakage\n(lower better)"], fontsize=8)
