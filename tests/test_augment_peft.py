@@ -8,7 +8,8 @@ import torch
 
 from papers.augment_peft.analysis import (measure_heavy_drop_gap, measure_scl_gain, measure_scl_separation,
                                           measure_separation_gap, paired_difference)
-from papers.augment_peft.data import read_labelled, stratified_sample
+from papers.augment_peft.data import stratified_sample
+from shared.textdata import read_labelled
 from papers.augment_peft.eda import (STOP_WORDS, EmbeddingSynonyms, apply_operation, augment_corpus, eda,
                                      n_changed, random_deletion, random_insertion, random_swap,
                                      synonym_replacement, word_change_fraction)

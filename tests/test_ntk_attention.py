@@ -13,7 +13,8 @@ from papers.ntk_attention.analysis import (error_slopes, measure_error_slope, me
 from papers.ntk_attention.method import (blind_phi, fit_prefix_approx, log_slope, ntk_attention,
                                          ntk_param_count, ntk_params_from_prefix, phi, prefix_attention,
                                          relative_error, synthetic_problem)
-from papers.ntk_attention.sst2 import balanced_indices, read_sst2
+from papers.ntk_attention.sst2 import balanced_indices
+from shared.textdata import read_labelled
 from shared.claims import load_claims
 
 
@@ -98,10 +99,10 @@ def test_fit_reduces_error_in_a_few_steps():
     assert 0 < r["prefix_mass"] < 1
 
 
-def test_read_sst2_and_balanced_indices(tmp_path):
+def test_read_labelled_and_balanced_indices(tmp_path):
     f = tmp_path / "s.txt"
     f.write_text("1\tgood film \n0\tbad\n\n1\tfine\n0\tawful\n")
-    texts, labels = read_sst2(f)
+    texts, labels = read_labelled(f)
     assert texts == ["good film", "bad", "fine", "awful"] and labels.tolist() == [1, 0, 1, 0]
     idx = balanced_indices(labels, 2, seed=0)
     assert sorted(labels[idx].tolist()) == [0, 1]

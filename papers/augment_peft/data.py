@@ -7,23 +7,11 @@ class-balanced sample of the official test file (the same for every seed and arm
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
+from shared.textdata import read_labelled
+
 TASKS = ("sst2", "trec")
-
-
-def read_labelled(path: str | Path) -> tuple[list[str], np.ndarray]:
-    """Lines ``label<TAB>text`` -> (texts, int64 labels); blank lines are skipped."""
-    texts, labels = [], []
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        label, text = line.split("\t", 1)
-        texts.append(" ".join(text.split()))
-        labels.append(int(label))
-    return texts, np.asarray(labels, dtype=np.int64)
 
 
 def stratified_sample(labels: np.ndarray, n_per_class: int, seed: int) -> np.ndarray:

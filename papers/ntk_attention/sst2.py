@@ -22,21 +22,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from shared.textdata import read_labelled
+
 ARMS = ("head", "prefix", "ntk", "ntk_frozen", "lora")
 FROZEN_ARMS = ("head", "ntk_frozen")  # nothing in the encoder trains
-
-
-def read_sst2(path) -> tuple[list[str], np.ndarray]:
-    """(texts, labels) of an EDA-format SST-2 file: one ``label<TAB>text`` line per sentence."""
-    texts, labels = [], []
-    for line in open(path, encoding="utf-8"):
-        line = line.rstrip("\n")
-        if not line.strip():
-            continue
-        label, text = line.split("\t", 1)
-        texts.append(text.strip())
-        labels.append(int(label))
-    return texts, np.asarray(labels, dtype=np.int64)
 
 
 def balanced_indices(labels: np.ndarray, n: int, seed: int, exclude: np.ndarray | None = None) -> np.ndarray:
@@ -64,10 +53,10 @@ def load_splits(n_train: int, n_eval: int, seed: int, eval_split: str) -> dict:
     file (disjoint from the training subset; used only by pilots that size the budget)."""
     from shared.data import require
 
-    tr_texts, tr_labels = read_sst2(require("eda", "increment_datasets_f2", "sst2", "train_orig.txt"))
+    tr_texts, tr_labels = read_labelled(require("eda", "increment_datasets_f2", "sst2", "train_orig.txt"))
     tr = balanced_indices(tr_labels, n_train, seed)
     if eval_split == "test":
-        te_texts, te_labels = read_sst2(require("eda", "increment_datasets_f2", "sst2", "test.txt"))
+        te_texts, te_labels = read_labelled(require("eda", "increment_datasets_f2", "sst2", "test.txt"))
         te = balanced_indices(te_labels, n_eval, 0)
     elif eval_split == "val":
         te_texts, te_labels = tr_texts, tr_labels
