@@ -8,16 +8,15 @@ Pipeline (paper Sec. 3 and the authors' scripts; see :mod:`papers.r_tuning.refus
 4. evaluation on ID and OOD test questions: greedy answer, answer confidence, certainty, AP.
 
 CPU budget device (said in the README): the blocks below the tuned ones are frozen, so their output on a
-training sequence never changes. It is computed once (:func:`cache_block_inputs`) and the tuned blocks
-are trained as a ``transformers`` model of ``n_top`` layers fed those hidden states as ``inputs_embeds``
-(:func:`build_top_model`; it shares its modules with the full model, so the trained adapters are the full
-model's too). This is exactly the computation of the full model (tested), at ``n_top / 30`` of the cost.
+training sequence never changes. It is computed once (``shared.topblocks.cache_block_inputs``) and the tuned
+blocks are trained as a ``transformers`` model of ``n_top`` layers fed those hidden states as
+``inputs_embeds`` (``shared.topblocks.build_top_model``; it shares its modules with the full model, so the
+trained adapters are the full model's too). This is exactly the computation of the full model (tested), at ``n_top / 30`` of the cost.
 With ``n_top`` equal to the model's depth it is ordinary LoRA on every block.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from shared.lm import add_lora, greedy_generate, pad_left
+from shared.topblocks import build_top_model, cache_block_inputs
 from shared.training import TrainConfig, TrainHistory, train
 
 from .refusal import CERTAINTY_SUFFIX, SURE, UNSURE, certainty, geometric_mean_confidence, qa_prompt
@@ -112,70 +112,7 @@ def score_answers(model, tokenizer, prompts: Sequence[str], answer_ids: Sequence
     return conf, p_sure
 
 
-# --- cached activations and the tuned top blocks ---------------------------------------------------------
-
-class _Captured(Exception):
-    pass
-
-
-@torch.no_grad()
-def cache_block_inputs(model, sequences: Sequence[Sequence[int]], first_tuned: int, pad_id: int,
-                       batch_size: int, device: str) -> list[torch.Tensor]:
-    """The hidden states entering block ``first_tuned`` for each token sequence, as a (T_i, d) fp32 CPU
-    tensor per sequence. Sequences are right-padded (positions 0..T_i-1 as when alone; causal attention
-    never looks at the padding after them); the forward pass stops at that block."""
-    model.eval()
-    store: dict[str, torch.Tensor] = {}
-    layer = model.model.layers[first_tuned]
-
-    def hook(_module, args, kwargs):
-        store["h"] = (args[0] if args else kwargs["hidden_states"]).detach()
-        raise _Captured
-
-    handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
-    out: list[torch.Tensor | None] = [None] * len(sequences)
-    try:
-        for batch in _length_batches([len(s) for s in sequences], batch_size):
-            width = max(len(sequences[i]) for i in batch)
-            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, i in enumerate(batch):
-                ids[r, :len(sequences[i])] = torch.tensor(list(sequences[i]))
-                mask[r, :len(sequences[i])] = 1
-            try:
-                model(input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False)
-            except _Captured:
-                pass
-            h = store.pop("h").float().cpu()
-            for r, i in enumerate(batch):
-                out[i] = h[r, :len(sequences[i])].clone()
-    finally:
-        handle.remove()
-    return out  # type: ignore[return-value]
-
-
-def build_top_model(model, n_top: int):
-    """A causal LM of the same class made of ``model``'s last ``n_top`` blocks, final norm and head (the
-    very same modules, not copies), to be called with ``inputs_embeds`` = the hidden states entering
-    block ``L - n_top``; with the same positions and mask its logits equal the full model's."""
-    L = model.config.num_hidden_layers
-    if not 1 <= n_top <= L:
-        raise ValueError(f"n_top must be in [1, {L}]; got {n_top}")
-    cfg = copy.deepcopy(model.config)
-    cfg.num_hidden_layers = n_top
-    cfg.use_cache = False  # the blocks keep their layer_idx (L - n_top ...), which a KV cache would index
-    with torch.device("meta"):
-        top = type(model)(cfg)
-    top.model.layers = nn.ModuleList(list(model.model.layers[L - n_top:]))
-    top.model.norm = model.model.norm
-    top.model.rotary_emb = model.model.rotary_emb
-    top.model.embed_tokens = model.model.embed_tokens
-    top.lm_head = model.lm_head
-    meta = [n for n, p in list(top.named_parameters()) + list(top.named_buffers()) if p.is_meta]
-    if meta:
-        raise RuntimeError(f"build_top_model left uninitialised tensors: {meta[:3]}")
-    return top.eval()
-
+# --- cached activations and the tuned top blocks (shared.topblocks) --------------------------------
 
 @dataclass
 class CachedBatch:
