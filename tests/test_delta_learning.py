@@ -374,3 +374,190 @@ def test_lm_claims_by_hand():
         v = A.evaluate_all({"lm_sft_selected_hurts": _claims()["lm_sft_selected_hurts"]}, None, None, lm, facts,
                            0.7)["lm_sft_selected_hurts"]
         assert v.verdict == "inconclusive" and v.reason.startswith("gate failed")
+
+
+# --- Exp C: bold sections ------------------------------------------------------------------------------------
+
+from papers.delta_learning import bold as B  # noqa: E402
+from shared.claims import load_claims  # noqa: E402
+
+
+def test_count_sections_on_hand_written_strings():
+    assert B.count_sections("") == 0
+    assert B.count_sections("**Intro**\nText.\n\n**Body**\nMore text.") == 2
+    assert B.count_sections("## **Title**\nx\n**Why it matters:**\ny\n  **Indented**  ") == 3
+    # inline bold, a bold lead-in followed by text, an unclosed span and a list item are not headers
+    assert B.count_sections("This is **important** here.\n**Note:** read this.\n**Open\n- **Item**: text") == 0
+    assert B.count_sections("**Tips**\n**More tips**\n****") == 2
+
+
+def test_plain_text_strips_markdown():
+    assert B.plain_text("# Title\n- **one** item\n2. two  items\n__x__") == "Title one item two items x"
+    assert B.plain_text("**Header**\nText here.\n## **Another:**\nMore.") == "Text here. More."
+
+
+TEXT = ("Tea is a drink made from leaves. It is popular around the world. Green tea is not fermented. "
+        "Black tea is fully oxidised. Many people drink it every day.")
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4])
+def test_reformat_has_exactly_k_headers_and_keeps_the_content(k):
+    out = B.reformat(TEXT, k)
+    assert B.count_sections(out) == k
+    assert B.body_text(out) == B.plain_text(TEXT)
+    # reformatting already-formatted text gives the same content and the new number of headers
+    again = B.reformat(out, 2)
+    assert B.count_sections(again) == 2 and B.body_text(again) == B.plain_text(TEXT)
+
+
+def test_reformat_groups_sentences_and_titles():
+    out = B.reformat(TEXT, 2)  # 5 sentences -> groups of 2 (round(2.5) = 2) and 3
+    assert out.split("\n\n")[0] == "**Tea is a drink**\nTea is a drink made from leaves. It is popular around the world."
+    assert B.reformat(TEXT, 3, generic_headers=True).startswith("**Part 1**\n")
+    assert B.count_sections(B.reformat(TEXT, 3, generic_headers=True)) == 3
+
+
+def test_reformat_falls_back_to_words_and_refuses_too_short_text():
+    units, sentences = B.split_units("one two three four", 3)
+    assert not sentences and units == ["one", "two", "three", "four"]
+    assert B.count_sections(B.reformat("one two three four", 3)) == 3
+    with pytest.raises(ValueError):
+        B.reformat("one two", 3)
+
+
+def test_template_bank_is_deterministic_and_disjoint():
+    train, held = B.template_bank()
+    assert (train, held) == B.template_bank()
+    assert len(train) == 16 * 48 * 5 and len(held) == 16 * 12 * 5
+    assert len(set(train)) == len(train) and not set(train) & set(held)
+    held_subjects = [s for i, s in enumerate(B.SUBJECTS) if i % B.HELDOUT_EVERY == B.HELDOUT_EVERY - 1]
+    assert len(held_subjects) == 12
+    # no held-out subject occurs in any training prompt
+    assert not any(s in p for s in held_subjects for p in train)
+
+
+def test_make_pairs_and_orientations():
+    pairs, facts = B.make_pairs(["p1", "p2", "p3"], [TEXT, "too short", "One. Two three. Four five six."])
+    assert pairs.prompts == ["p1", "p3"] and facts["usable"] == 2 and facts["sentence_split"] == 1.0
+    c, r = pairs.oriented("dpo_3v2")
+    assert [B.count_sections(t) for t in c + r] == [3, 3, 2, 2]
+    c, r = pairs.oriented("dpo_2v3")
+    assert [B.count_sections(t) for t in c + r] == [2, 2, 3, 3]
+    c, r = pairs.oriented("dpo_3v3")
+    assert [B.count_sections(t) for t in c + r] == [3, 3, 3, 3] and c != r
+    assert [B.body_text(t) for t in c] == [B.body_text(t) for t in r]
+    with pytest.raises(ValueError):
+        pairs.oriented("sft_3")
+
+
+def test_encode_masks_exactly_the_response_and_eos():
+    tok = B.TinyChatTokenizer()
+    ids, mask = B.encode(tok, ["Explain tea.", "Explain chess. Keep it simple."], ["tea is good .", "chess"])
+    for row, m, resp in zip(ids, mask, ["tea is good .", "chess"]):
+        r_ids = tok(resp)["input_ids"] + [tok.eos_token_id]
+        assert row[m].tolist() == r_ids
+        assert m.sum() == len(r_ids)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread (on a busy 2-core machine two threads make a tiny model 50x slower); restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_bold_arm_end_to_end_on_a_tiny_llama(one_thread):
+    model, tok = B.tiny_model_and_tokenizer(0)
+    rows, grid, facts, samples = B.run_bold(model, tok, [0], n_pool=4, n_train=4, n_select=2, n_eval=3,
+                                            gen_tokens=12, eval_tokens=16, lrs=[1e-2], beta=5.0, batch_size=2,
+                                            device="cpu", gen_batch=8)
+    t = pd.DataFrame(rows)
+    assert set(t["arm"]) == {"base", *B.ARMS} and t["sections"].notna().all()
+    assert facts["pool_usable"] == 4 and facts["eval_pairs"] == 3
+    assert t.set_index("arm").loc["dpo_3v2", "pair_accuracy"] >= 0.0
+    # SFT at a large rate raises the log-probability of the held-out 3-section responses
+    assert t.set_index("arm").loc["sft_3", "logp_shift_three"] > 0
+    assert len(grid) == 2
+
+
+def _bold_table(sections: dict, pair_acc=0.95, sft_shift=0.1, seeds=(0, 1, 2)):
+    rows = []
+    for i, s in enumerate(seeds):
+        for arm, vals in sections.items():
+            rows.append({"seed": s, "arm": arm, "sections": vals[i], "pair_accuracy": pair_acc,
+                         "logp_shift_three": sft_shift if arm == "sft_3" else 0.01, "lr": 1e-5})
+    return pd.DataFrame(rows)
+
+
+BOLD_FACTS = {"pool_responses": 100, "pool_usable": 100, "pool_sentence_split": 0.95}
+SECTIONS = {"base": [1.0, 1.0, 1.0], "dpo_3v2": [4.0, 4.5, 5.0], "dpo_2v3": [0.2, 0.3, 0.1],
+            "dpo_3v3": [1.2, 1.0, 1.1], "dpo_3v2_rerun": [4.1, 4.4, 5.0], "sft_3": [2.9, 3.0, 3.1]}
+
+
+def test_measure_bold_extrapolation_hand_values():
+    m, gate, control, _ = A.measure_bold_extrapolation(_bold_table(SECTIONS), BOLD_FACTS, True)
+    assert m.value == pytest.approx(1.5) and m.n == 3
+    # t interval: mean 1.5, sd 0.5, t(0.975, 2) = 4.303 -> half width 4.303 * 0.5 / sqrt(3) = 1.242
+    assert m.ci_low == pytest.approx(1.5 - 1.2421, abs=1e-3)
+    assert gate.passed and control.measured.value == pytest.approx(-1.9)
+    claim = load_claims("delta_learning")["bold_dpo_extrapolates"]
+    claim.evaluate(m, gate=gate, control=control)
+    assert claim.verdict == "reproduced"  # interval [0.258, 2.742] lies above 0.25; control -1.9 does not
+    # one seed lower and the interval straddles 0.25
+    m, gate, control, _ = A.measure_bold_extrapolation(_bold_table(dict(SECTIONS, dpo_3v2=[3.5, 4.5, 5.0])),
+                                                       BOLD_FACTS, True)
+    claim.evaluate(m, gate=gate, control=control)
+    assert claim.verdict == "inconclusive" and m.ci_low < 0.25 < m.ci_high
+
+
+def test_measure_bold_reproduced_and_not_reproduced():
+    claims = load_claims("delta_learning")
+    tight = dict(SECTIONS, dpo_3v2=[4.9, 5.0, 5.1], dpo_3v2_rerun=[5.0, 5.0, 5.0])
+    m, gate, control, _ = A.measure_bold_extrapolation(_bold_table(tight), BOLD_FACTS, True)
+    claims["bold_dpo_extrapolates"].evaluate(m, gate=gate, control=control)
+    assert claims["bold_dpo_extrapolates"].verdict == "reproduced"
+    m, gate, control, _ = A.measure_bold_reversal(_bold_table(tight), BOLD_FACTS, True)
+    assert m.value == pytest.approx(0.2 - 5.0) and control.measured.value == pytest.approx(0.0)
+    claims["bold_reversed_pairs_below_original"].evaluate(m, gate=gate, control=control)
+    assert claims["bold_reversed_pairs_below_original"].verdict == "reproduced"
+    flat = dict(SECTIONS, dpo_3v2=[2.9, 3.0, 3.1], sft_3=[2.9, 3.0, 3.1])
+    m, gate, control, _ = A.measure_bold_dpo_vs_sft(_bold_table(flat), BOLD_FACTS, True)
+    claims["bold_dpo_above_sft"].evaluate(m, gate=gate, control=control)
+    assert m.value == pytest.approx(0.0) and claims["bold_dpo_above_sft"].verdict == "not_reproduced"
+
+
+def test_measure_bold_control_that_passes_blocks_reproduction():
+    # DPO(3 = 3) also writes more than 3 sections: the criterion does not discriminate
+    both = dict(SECTIONS, dpo_3v2=[4.9, 5.0, 5.1], dpo_3v3=[4.9, 5.0, 5.1])
+    m, gate, control, _ = A.measure_bold_extrapolation(_bold_table(both), BOLD_FACTS, True)
+    claim = load_claims("delta_learning")["bold_dpo_extrapolates"]
+    claim.evaluate(m, gate=gate, control=control)
+    assert gate.passed and claim.verdict == "inconclusive" and "discriminate" in claim.reason
+
+
+def test_measure_bold_failed_gates():
+    tight = dict(SECTIONS, dpo_3v2=[4.9, 5.0, 5.1])
+    # the DPO arm did not learn its preference on held-out pairs
+    _, gate, _, _ = A.measure_bold_extrapolation(_bold_table(tight, pair_acc=0.6), BOLD_FACTS, True)
+    assert not gate.passed and gate.value == pytest.approx(0.6)
+    # the starting model's responses could not be cut at sentences
+    _, gate, _, _ = A.measure_bold_extrapolation(_bold_table(tight), dict(BOLD_FACTS, pool_sentence_split=0.5), True)
+    assert not gate.passed
+    # SFT did not fit its data
+    _, gate, _, _ = A.measure_bold_dpo_vs_sft(_bold_table(tight, sft_shift=-0.01), BOLD_FACTS, True)
+    assert not gate.passed
+    # the arm is off (the `small` profile): missing measurement, failed gate, inconclusive
+    m, gate, control, _ = A.measure_bold_reversal(pd.DataFrame(), None, False)
+    assert m.value is None and not gate.passed and "full" in gate.detail
+    claim = load_claims("delta_learning")["bold_reversed_pairs_below_original"]
+    claim.evaluate(m, gate=gate, control=control)
+    assert claim.verdict == "inconclusive"
+
+
+def test_bold_arm_without_usable_pairs_is_a_failed_gate_not_a_crash():
+    t = _bold_table(SECTIONS)
+    t.loc[t["arm"] == "dpo_2v3", "sections"] = float("nan")  # what run_bold records when no pair was usable
+    m, gate, control, detail = A.measure_bold_extrapolation(t, BOLD_FACTS, True)
+    assert m.value is None and not gate.passed and "no section count" in detail

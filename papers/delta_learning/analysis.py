@@ -214,11 +214,107 @@ def measure_lm(df: pd.DataFrame, facts: pd.DataFrame, a: str, b: str, ctrl_a: st
     return m, lm_gate(df, facts), Control(c, ctrl_what), detail
 
 
+# --- Exp C: bold sections (SmolLM2, GPU `full` profile) -------------------------------------------------------
+
+BOLD_TRAIN_MAX = 3  # the most sections of any training response
+BOLD_PAIR_GATE = 0.8  # gate: held-out implicit-reward pair accuracy of the DPO arm, every seed
+BOLD_MIN_USABLE = 0.9  # gate: share of the starting model's pool responses that could be rewritten
+BOLD_MIN_SENTENCE_SPLIT = 0.8  # gate: share of those cut at sentence boundaries (>= 3 sentences)
+BOLD_UNIT = "bold section headers per answer"
+
+
+def missing(why: str, unit: str = BOLD_UNIT) -> Measurement:
+    """A measurement that could not be made (the rule makes its claim inconclusive)."""
+    return Measurement(None, None, None, 1, why, unit=unit)
+
+
+def bold_wide(table: pd.DataFrame, column: str = "sections") -> pd.DataFrame:
+    """seed x arm table of ``column`` (arms ``base, dpo_3v2, dpo_2v3, dpo_3v3, dpo_3v2_rerun, sft_3``)."""
+    return table.pivot(index="seed", columns="arm", values=column).sort_index()
+
+
+def bold_ran(table: pd.DataFrame | None, bold_arm: bool) -> tuple[bool, str]:
+    """Whether Exp C ran: the arm is on and every arm has a finite section count in every seed."""
+    if not bold_arm:
+        return False, "the bold-section arm did not run (bold_arm = false; it is the GPU `full` profile)"
+    if table is None or table.empty:
+        return False, "the bold-section arm produced no rows"
+    w = bold_wide(table)
+    need = ["base", "dpo_3v2", "dpo_2v3", "dpo_3v3", "dpo_3v2_rerun", "sft_3"]
+    if any(a not in w for a in need) or not np.isfinite(w[need].to_numpy(dtype=float)).all():
+        return False, "an arm of the bold-section experiment has no section count (no usable training pairs?)"
+    return True, "ran"
+
+
+def bold_gate(table: pd.DataFrame, facts: dict, dpo_arm: str | None = None, sft: bool = False) -> Gate:
+    """The experiment could test the claim: the starting model's responses could be rewritten (>=
+    BOLD_MIN_USABLE usable, >= BOLD_MIN_SENTENCE_SPLIT of them cut at sentence boundaries); the DPO arm
+    learned its preference (held-out pair accuracy >= BOLD_PAIR_GATE in every seed); with ``sft``, the SFT
+    arm fit its data (the held-out 3-section responses' mean log-probability rose in every seed)."""
+    usable = facts["pool_usable"] / max(1, facts["pool_responses"])
+    split = facts["pool_sentence_split"]
+    ok = usable >= BOLD_MIN_USABLE and split >= BOLD_MIN_SENTENCE_SPLIT
+    parts = [f"usable responses {usable:.3f} (need >= {BOLD_MIN_USABLE}), cut at sentences {split:.3f} "
+             f"(need >= {BOLD_MIN_SENTENCE_SPLIT})"]
+    value = float("nan")
+    if dpo_arm is not None:
+        acc = bold_wide(table, "pair_accuracy")[dpo_arm]
+        value = float(acc.min())
+        ok = ok and bool((acc >= BOLD_PAIR_GATE).all())
+        parts.append(f"{dpo_arm} held-out pair accuracy per seed " + ", ".join(f"{a:.3f}" for a in acc)
+                     + f" (need >= {BOLD_PAIR_GATE} in every seed)")
+    if sft:
+        shift = bold_wide(table, "logp_shift_three")["sft_3"]
+        ok = ok and bool((shift > 0).all())
+        parts.append("sft_3 held-out 3-section log-probability change per seed "
+                     + ", ".join(f"{d:+.3f}" for d in shift) + " (need > 0)")
+    return Gate(passed=bool(ok), detail="; ".join(parts), value=value)
+
+
+def _bold(table, facts, bold_arm, a, b, ctrl_a, ctrl_b, ctrl_what, gate_kwargs):
+    """Per seed ``a - b`` (``b`` an arm or a number) with its control ``ctrl_a - ctrl_b``."""
+    ran, why = bold_ran(table, bold_arm)
+    if not ran:
+        m = missing(why)
+        return m, Gate(False, why), Control(missing(why), ctrl_what), why
+    w = bold_wide(table)
+    sub = lambda x, y: w[x] - (w[y] if isinstance(y, str) else float(y))  # noqa: E731
+    d, c = sub(a, b), sub(ctrl_a, ctrl_b)
+    m, mc = seed_measurement(d.tolist(), unit=BOLD_UNIT), seed_measurement(c.tolist(), unit=BOLD_UNIT)
+    m.method += f" of {a} - {b} per seed"
+    mc.method += f" of {ctrl_a} - {ctrl_b} per seed"
+    detail = (f"{a} - {b} per seed: " + ", ".join(f"{v:+.3f}" for v in d) + f"; control {ctrl_a} - {ctrl_b}: "
+              f"{_fmt(mc)}; mean sections: " + ", ".join(f"{k} {w[k].mean():.3f}" for k in w.columns))
+    return m, bold_gate(table, facts, **gate_kwargs), Control(mc, ctrl_what), detail
+
+
+def measure_bold_extrapolation(table, facts, bold_arm: bool):
+    """DPO(3 > 2) sections minus 3 (the most in any training response); control DPO(3 = 3) minus 3."""
+    return _bold(table, facts, bold_arm, "dpo_3v2", BOLD_TRAIN_MAX, "dpo_3v3", BOLD_TRAIN_MAX,
+                 "DPO on 3 = 3 pairs (same sections; content headers over generic ones) minus 3",
+                 {"dpo_arm": "dpo_3v2"})
+
+
+def measure_bold_reversal(table, facts, bold_arm: bool):
+    """DPO(2 > 3) sections minus DPO(3 > 2)'s (the starting model writes almost no bold header lines, so
+    'below the starting model' has no room); control A/A: DPO(3 > 2) in another data order minus DPO(3 > 2)."""
+    return _bold(table, facts, bold_arm, "dpo_2v3", "dpo_3v2", "dpo_3v2_rerun", "dpo_3v2",
+                 "A/A: DPO(3 > 2) with another data order minus DPO(3 > 2)", {"dpo_arm": "dpo_2v3"})
+
+
+def measure_bold_dpo_vs_sft(table, facts, bold_arm: bool):
+    """DPO(3 > 2) sections minus SFT-on-3-sections'; control DPO(3 = 3) minus SFT."""
+    return _bold(table, facts, bold_arm, "dpo_3v2", "sft_3", "dpo_3v3", "sft_3",
+                 "DPO on 3 = 3 pairs minus SFT on the 3-section responses", {"dpo_arm": "dpo_3v2", "sft": True})
+
+
 # --- everything ---------------------------------------------------------------------------------------------
 
 def evaluate_all(claims: dict[str, Claim], lr: pd.DataFrame, paths: pd.DataFrame, lm: pd.DataFrame,
-                 facts: pd.DataFrame, primary_teacher_2: float) -> dict[str, Claim]:
-    """Measure and evaluate every registered claim (the registry's order)."""
+                 facts: pd.DataFrame, primary_teacher_2: float, bold: pd.DataFrame | None = None,
+                 bold_facts: dict | None = None, bold_arm: bool = False) -> dict[str, Claim]:
+    """Measure and evaluate every registered claim (the registry's order). ``bold``: Exp C's rows (one per
+    (seed, arm)) and ``bold_facts`` (``bold.run_bold``); absent when the arm is off (``bold_arm`` false)."""
     measures = {
         "lr_first_step_gain_positive": lambda: measure_first_step(lr, primary_teacher_2),
         "lr_converged_update_along_delta": lambda: measure_update_cosine(lr),
@@ -238,6 +334,9 @@ def evaluate_all(claims: dict[str, Claim], lr: pd.DataFrame, paths: pd.DataFrame
         "lm_dpo_above_swapped": lambda: measure_lm(
             lm, facts, "dpo", "dpo_swapped", "dpo", "dpo_rerun",
             "A/A: DPO minus DPO at the same settings with another data order"),
+        "bold_dpo_extrapolates": lambda: measure_bold_extrapolation(bold, bold_facts, bold_arm),
+        "bold_reversed_pairs_below_original": lambda: measure_bold_reversal(bold, bold_facts, bold_arm),
+        "bold_dpo_above_sft": lambda: measure_bold_dpo_vs_sft(bold, bold_facts, bold_arm),
     }
     missing = set(claims) - set(measures)
     if missing:

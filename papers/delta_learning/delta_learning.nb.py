@@ -7,7 +7,7 @@
 # model stronger than any of them: what drives learning is the *relative* quality delta between chosen and
 # rejected, while supervised fine-tuning (SFT) on the same weak chosen responses hurts.
 #
-# Two experiments, both from scratch on the CPU:
+# Two experiments from scratch on the CPU, and a third on a pretrained LM in the GPU `full` profile:
 #
 # 1. **Logistic regression** (paper Sec. 6). A student and two weaker teachers are linear classifiers of a
 #    Gaussian halfspace; pairs are (teacher-1 sample > teacher-2 sample). DPO with the student as reference
@@ -22,6 +22,10 @@
 #    teacher 1, never checked for correctness) or with SFT on the chosen answers; each arm's learning rate
 #    (and DPO's beta) is chosen on held-out selection problems. Controls: randomly oriented pairs, SFT on the
 #    student's own answers, an A/A rerun; and the swapped pairs.
+# 3. **Bold sections** (paper Sec. 2, `full` profile only): SmolLM2-135M-Instruct tuned with DPO on its own
+#    answers rewritten with 3 vs 2 bold section headers (same content), against DPO(2 > 3), DPO(3 = 3) and SFT
+#    on the 3-section answers; metric = bold section headers per greedy answer to held-out prompts. At
+#    `small` (CPU) it does not run and its claims are inconclusive (failed gate).
 #
 # The claims, gates, controls and criteria are registered in `claims.yaml` (committed before the run); the
 # verdicts come from `shared.claims`.
@@ -62,6 +66,18 @@ dpo_lrs: list[float] = [1e-5, 3e-5, 1e-4, 3e-4]  # DPO learning-rate grid (one e
 dpo_betas: list[float] = [0.5, 5.0]  # DPO beta grid (catalogue: {0.5, 5}; authors: 5) | len(x) >= 1 and all(v > 0 for v in x)
 sft_lrs: list[float] = [1e-5, 3e-5, 1e-4, 3e-4]  # SFT learning-rate grid | len(x) >= 1 and all(0 < v < 1 for v in x)
 tune_batch: int = 32  # pairs (or SFT examples) per step (authors: 32) | x >= 1
+bold_arm: bool = False  # Exp C (bold sections, SmolLM2): on only in the GPU `full` profile (and, tiny, at smoke)
+bold_model: str = "smollm2"  # Exp C model: smollm2 (data/smollm2) or tiny (random tiny Llama: smoke code path) | x in ("smollm2", "tiny")
+bold_seeds: list[int] = [0, 1, 2]  # Exp C evaluation seeds (training subset and order) | len(x) >= 1 and len(set(x)) == len(x)
+bold_n_pool: int = 2560  # Exp C: training-bank prompts answered by the starting model | x >= bold_n_train
+bold_n_train: int = 2048  # Exp C: training pairs per seed, drawn from the pool | x >= 1
+bold_n_select: int = 128  # Exp C: held-out prompts whose pairs choose the learning rates | x >= 1
+bold_n_eval: int = 300  # Exp C: held-out prompts for the section count and pair accuracy | x >= 1 and x + bold_n_select <= 960
+bold_gen_tokens: int = 128  # Exp C: new tokens of the starting model's training responses | x >= 8
+bold_eval_tokens: int = 160  # Exp C: new tokens of the evaluated answers (~ a 3-section training response) | x >= bold_gen_tokens
+bold_lrs: list[float] = [1e-6, 3e-6, 1e-5]  # Exp C: learning-rate grid of DPO(3>2) and SFT (one epoch, cosine, 3% warmup) | len(x) >= 1 and all(0 < v < 1 for v in x)
+bold_batch: int = 32  # Exp C: pairs per step (authors: 32) | x >= 1
+bold_gen_batch: int = 320  # Exp C: prompts per generation batch (300 held-out prompts in one) | x >= 1
 
 # %%
 import matplotlib.pyplot as plt
@@ -71,6 +87,7 @@ import torch
 
 from papers.delta_learning import TITLE, URL
 from papers.delta_learning import analysis as A
+from papers.delta_learning.bold import run_bold, tiny_model_and_tokenizer
 from papers.delta_learning.ladder import AdditionTask, ModelSpec, run_seed
 from papers.delta_learning.logistic import run_grid, run_paths
 from shared.claims import load_claims
@@ -166,11 +183,40 @@ pair_facts
 outputs.groupby("model").mean(numeric_only=True).drop(columns="seed")
 
 # %% [markdown]
+# ## 3. Bold sections (Exp C, GPU `full` profile)
+#
+# The starting model answers training-bank and held-out prompts greedily; each answer is stripped of
+# markdown and rewritten with exactly 3 and exactly 2 bold section headers over the same sentences. Per
+# seed: DPO(3 > 2) over the learning-rate grid (kept: lowest dpo_norm loss on held-out selection pairs), then
+# DPO(2 > 3), DPO(3 = 3) and DPO(3 > 2) in another data order (A/A) at that rate, and SFT on the 3-section answers (its rate kept by the held-out
+# log-probability of 3-section answers). Every kept model answers the held-out evaluation prompts. At `small`
+# this section does nothing (`bold_arm` is false); at `smoke` it runs a tiny random Llama through the same
+# code.
+
+# %%
+bold_table, bold_grid, bold_facts, bold_samples = pd.DataFrame(), pd.DataFrame(), None, {}
+if bold_arm:
+    if bold_model == "tiny":
+        bold_lm, bold_tok = tiny_model_and_tokenizer(bold_seeds[0])
+    else:
+        from shared.lm import load_smollm2
+        bold_lm, bold_tok = load_smollm2(device, dtype=torch.float32)  # fp32 weights; training adds bf16 autocast
+    rows_, grid_, bold_facts, bold_samples = run_bold(
+        bold_lm, bold_tok, bold_seeds, bold_n_pool, bold_n_train, bold_n_select, bold_n_eval, bold_gen_tokens,
+        bold_eval_tokens, bold_lrs, beta, bold_batch, device, progress, bold_gen_batch)
+    bold_table, bold_grid = pd.DataFrame(rows_), pd.DataFrame(grid_)
+    print(bold_facts)
+    print(A.bold_wide(bold_table).to_string())
+    for arm_, texts_ in bold_samples.items():
+        print(f"--- {arm_} (seed {bold_seeds[0]}), first held-out answer:\n{texts_[0] if texts_ else ''}\n")
+
+# %% [markdown]
 # ## Verdicts
 
 # %%
 claims = load_claims("delta_learning")
-A.evaluate_all(claims, lr_results, lr_paths, lm_results, pair_facts, lr_primary_teacher_2)
+A.evaluate_all(claims, lr_results, lr_paths, lm_results, pair_facts, lr_primary_teacher_2, bold_table, bold_facts,
+               bold_arm)
 pd.DataFrame([{"claim": c.id, "kind": c.kind, "value": c.measured.value, "ci_low": c.measured.ci_low,
                "ci_high": c.measured.ci_high, "gate": None if c.gate is None else c.gate.passed,
                "control": None if c.control is None else c.control.measured.value, "verdict": c.verdict}
@@ -213,6 +259,22 @@ fig.tight_layout()
 savefig(fig, out / "delta_learning.png")
 
 # %% [markdown]
+# Exp C (only when it ran): bold section headers per held-out answer by arm (points: seeds); the dashed line
+# is 3, the most in any training response.
+
+# %%
+if bold_arm and not bold_table.empty:
+    fig, ax = plt.subplots(figsize=(7, 4.4))
+    bold_order = ["base", "sft_3", "dpo_2v3", "dpo_3v3", "dpo_3v2", "dpo_3v2_rerun"]
+    sns.pointplot(data=bold_table, x="arm", y="sections", order=bold_order, errorbar=("ci", 95), seed=0,
+                  linestyle="none", ax=ax)
+    sns.stripplot(data=bold_table, x="arm", y="sections", order=bold_order, color="grey", size=4, ax=ax)
+    ax.axhline(3, color="k", ls="--", lw=0.8)
+    ax.set(xlabel="", ylabel="bold section headers per answer", title=f"bold sections ({bold_model})")
+    fig.tight_layout()
+    savefig(fig, out / "delta_learning_bold.png")
+
+# %% [markdown]
 # ## Write the results
 
 # %%
@@ -229,6 +291,10 @@ tune = pd.DataFrame(tune_curves)
 (tune.groupby(["arm", "step"])["loss"].mean().unstack("arm").reset_index()
  .to_csv(out / "ladder_tune_curves.csv", index=False, float_format="%.6g"))
 
+if bold_arm:
+    bold_table.to_csv(out / "bold_per_seed.csv", index=False, float_format="%.6g")
+    bold_grid.to_csv(out / "bold_lr_grid.csv", index=False, float_format="%.6g")
+
 wide = A.lm_wide(arms).mean()
 headline = {f"lm_{k}_exact_match": float(v) for k, v in wide.items()}
 headline.update({f"lm_{c}": float(pair_facts[c].mean()) for c in pair_facts.columns if "logp_shift" in c})
@@ -241,8 +307,10 @@ for r in lr_table[lr_table["acc_teacher_2"].round(6) == round(lr_primary_teacher
         headline[f"lr_rho{r.rho:g}_{col}"] = float(getattr(r, col))
 for (rho, arm), g in lr_paths.groupby(["rho", "arm"]):
     headline[f"lr_rho{rho:g}_{arm}_path_best_gain"] = float(g["best_gain"].mean())
+if bold_arm and not bold_table.empty:
+    headline.update({f"bold_{k}_sections": float(v) for k, v in A.bold_wide(bold_table).mean().items()})
 write_metrics(out, slug="delta_learning", title=TITLE, url=URL, profile=profile, device=device,
-              seeds=sorted(set(seeds) | set(lr_seeds)), claims=list(claims.values()), headline=headline,
+              seeds=sorted(set(seeds) | set(lr_seeds) | (set(bold_seeds) if bold_arm else set())), claims=list(claims.values()), headline=headline,
               params=snapshot(globals(), "delta_learning"))
 for c in claims.values():
     print(f"{c.id}: {c.verdict} ({c.reason}; {c.detail})")
