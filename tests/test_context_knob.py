@@ -10,7 +10,11 @@ import torch
 from papers.context_knob.analysis import (evaluate_all, measure_ccs_finetuning, measure_das, measure_separation,
                                           measure_smollm2_transfer, measure_steering, pretrain_gate, spearman,
                                           steering_difference, within_step_correlation)
-from papers.context_knob.experiment import das_data, split_indices
+from papers.context_knob.cached_lora import cache_prompts, cached_answer_loss, train_top_lora_answers
+from papers.context_knob.experiment import (DasSpec, TinySpec, das_data, fixed_training_items, run_tiny_all,
+                                            split_indices)
+from papers.context_knob.knob import answer_loss
+from shared.topblocks import build_top_model
 from papers.context_knob.knob import (LastTokenRunner, control_values, interchange_accuracy, last_token_hook,
                                       last_token_logits, mean_difference_direction, random_direction, separation,
                                       set_coordinate, steered_pair_correct, steering_values, train_das)
@@ -296,7 +300,7 @@ PRETRAIN_OK = pd.DataFrame({"fact": [0.95, 0.96, 0.94], "novel_copy": [0.97, 0.9
 def test_registry_matches_the_code():
     ids = list(claims())
     assert ids == ["ccs_finetuning_v2", "das_single_layer_v2", "steering_finetuned_v2", "steering_transfer_base_v2",
-                   "separation_across_seeds", "smollm2_finetuned_transfer_v2"]
+                   "separation_across_seeds", "smollm2_finetuned_transfer_v3"]
     assert all(c.kind == "replication" and c.has_gate and c.has_control for c in claims().values())
 
 
@@ -376,16 +380,104 @@ def test_separation_across_seeds():
 
 
 def test_smollm2_transfer_needs_the_lora_arm():
-    c = judge("smollm2_finetuned_transfer_v2", measure_smollm2_transfer(pd.DataFrame(), pd.DataFrame(), "probe"))
+    cid = "smollm2_finetuned_transfer_v3"
+    c = judge(cid, measure_smollm2_transfer(pd.DataFrame(), pd.DataFrame(), "probe"))
     assert c.verdict == "inconclusive" and c.reason.startswith("gate failed")
+    # knob 0.9, 0.9, 0.95 vs random 0.1, 0, 0.1: differences 0.8, 0.9, 0.85, mean 0.85, sd 0.05,
+    # t interval 0.85 -+ 4.303 * 0.05 / sqrt(3) = [0.726, 0.974]: above 0.30
     steer = _steering([0.9, 0.9, 0.95], [0.1, 0.0, 0.1], [0.1, 0.05, 0.0],
                       model="instruct (DAS from fine-tuned)", arm="smollm2")
-    ok = judge("smollm2_finetuned_transfer_v2",
-               measure_smollm2_transfer(steer, pd.DataFrame({"ft_pair_accuracy": [0.9, 0.9, 0.9]}), "finetune"))
-    assert ok.verdict == "reproduced"
-    weak = judge("smollm2_finetuned_transfer_v2",
-                 measure_smollm2_transfer(steer, pd.DataFrame({"ft_pair_accuracy": [0.4, 0.5, 0.4]}), "finetune"))
-    assert weak.verdict == "inconclusive"
+    good = pd.DataFrame({"ft_pair_accuracy": [0.9, 0.9, 0.9], "das_layer": [26, 26, 28]})
+    ok = judge(cid, measure_smollm2_transfer(steer, good, "finetune"))
+    assert ok.verdict == "reproduced" and ok.measured.ci_low == pytest.approx(0.7258, abs=1e-3)
+    assert ok.control.measured.value == pytest.approx((0.0 + 0.05 - 0.1) / 3)  # A/A: random_b - random
+    # failed gate: mean fine-tuned pair accuracy (0.4 + 0.5 + 0.4) / 3 = 0.433 < 0.70
+    weak = judge(cid, measure_smollm2_transfer(steer, good.assign(ft_pair_accuracy=[0.4, 0.5, 0.4]), "finetune"))
+    assert weak.verdict == "inconclusive" and weak.reason.startswith("gate failed")
+    # failed gate: accuracy 0.8 on average (>= 0.70) but DAS did not run in one seed
+    no_das = judge(cid, measure_smollm2_transfer(steer, good.assign(ft_pair_accuracy=[0.8, 0.8, 0.8],
+                                                                     das_layer=[26, None, 28]), "finetune"))
+    assert no_das.verdict == "inconclusive" and no_das.reason.startswith("gate failed")
+    # a control that passes: the second random direction steers as well as the knob (A/A differences
+    # 0.8, 0.9, 0.85 above 0.30 too): the criterion does not discriminate
+    aa = _steering([0.9, 0.9, 0.95], [0.1, 0.0, 0.1], [0.9, 0.9, 0.95], model="instruct (DAS from fine-tuned)",
+                   arm="smollm2")
+    c = judge(cid, measure_smollm2_transfer(aa, good, "finetune"))
+    assert c.verdict == "inconclusive" and c.control_meets
+    # no transfer: knob as bad as random (differences 0, 0.05, -0.05 -> interval below 0.30)
+    flat = _steering([0.1, 0.05, 0.05], [0.1, 0.0, 0.1], [0.1, 0.05, 0.0], model="instruct (DAS from fine-tuned)",
+                     arm="smollm2")
+    assert judge(cid, measure_smollm2_transfer(flat, good, "finetune")).verdict == "not_reproduced"
+
+
+# --- the SmolLM2 LoRA arm's fixed training set and cached top blocks -----------------------------------------
+
+def test_fixed_training_set_has_both_intents_and_only_training_items():
+    tok = WordTokenizer()
+    capitals = [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Peru", "Lima"), ("Chad", "Paris"),
+                ("Cuba", "Havana")]
+    forbidden = same_first_token(tok, capitals)  # France and Chad share " Paris"
+    train_subjects = np.array([0, 2, 3])  # dev/test subjects 1, 4, 5 must never appear
+    items = fixed_training_items(train_subjects, 3, len(capitals), np.random.default_rng(0), forbidden)
+    assert len(items) == 9 and sorted(set(items.subject.tolist())) == [0, 2, 3]
+    assert np.bincount(items.subject, minlength=6).tolist() == [3, 0, 3, 3, 0, 0]  # 3 contexts per item
+    assert (items.prior == items.subject).all() and (items.ctx != items.prior).all()
+    assert not forbidden[items.prior, items.ctx].any()  # never a context with the prior's first token
+    p = encode_capitals(tok, items, capitals=capitals)
+    assert len(p) == 18 and p.intent.tolist() == [PRIOR, CONTEXT] * 9  # every prompt under both intents
+    assert (p.target() == torch.where(p.intent == CONTEXT, p.ctx_token, p.prior_token)).all()
+    again = fixed_training_items(train_subjects, 3, len(capitals), np.random.default_rng(0), forbidden)
+    assert (again.ctx == items.ctx).all()  # fixed per seed
+
+
+@pytest.mark.parametrize("n_top", [1, 2, 3])
+def test_cached_top_block_answer_loss_equals_the_full_model(tiny, n_top):
+    p = _prompts()  # left-padded, lengths 5, 3, 7, 4
+    target = torch.tensor([20, 25, 22, 27])
+    full = answer_loss(tiny, (p.ids, p.mask, target)).item()
+    cached = cache_prompts(tiny, p.ids, p.mask, target, n_top, batch_size=3, device="cpu")
+    assert cached.last.tolist() == [4, 2, 6, 3] and cached.hidden.shape[:2] == (4, 7)
+    with torch.no_grad():
+        loss = cached_answer_loss(build_top_model(tiny, n_top), *cached.batch([0, 1, 2, 3], "cpu")).item()
+        part = cached_answer_loss(build_top_model(tiny, n_top), *cached.batch([1, 3], "cpu")).item()
+    assert loss == pytest.approx(full, abs=1e-5)
+    assert part == pytest.approx(answer_loss(tiny, (p.ids[[1, 3]], p.mask[[1, 3]], target[[1, 3]])).item(), abs=1e-5)
+
+
+def test_top_lora_trains_only_the_top_blocks_and_fits_the_answers(tiny):
+    import copy
+
+    model = copy.deepcopy(tiny)
+    p = _prompts()
+    target = torch.tensor([20, 25, 22, 27])
+    before = answer_loss(model, (p.ids, p.mask, target)).item()
+    lower = {k: v.clone() for k, v in model.model.layers[0].state_dict().items()}
+    top = {k: v.clone() for k, v in model.model.layers[2].state_dict().items()}
+    cached = cache_prompts(model, p.ids, p.mask, target, 1, batch_size=4, device="cpu")
+    train_top_lora_answers(model, cached, 1, r=4, alpha=8.0, lr=0.05, steps=30, batch_size=4, seed=0,
+                           device="cpu", target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    after = answer_loss(model, (p.ids, p.mask, target)).item()
+    assert after < before - 0.3  # merged into the full model's weights (3.79 -> 3.15 here)
+    assert all(torch.equal(v, model.model.layers[0].state_dict()[k]) for k, v in lower.items())
+    assert any(not torch.equal(v, model.model.layers[2].state_dict()[k]) for k, v in top.items())
+
+
+def test_tiny_arm_does_not_depend_on_workers():
+    spec = TinySpec(n_entities=8, n_novel=4, n_values=6, d_model=16, n_layers=1, n_heads=2, pretrain_steps=8,
+                    pretrain_batch=16, pretrain_lr=0.003, ft_steps=4, ft_pairs=4, ft_lr=0.003, lora_r=2,
+                    lora_alpha=4.0, ft_checkpoints=2, items_per_entity=2, das=DasSpec(steps=2, lr=0.03, max_targets=8),
+                    multipliers=[1.0])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers are single-threaded: compare like with like
+    try:
+        one = run_tiny_all(spec, [0, 1], "cpu", workers=1)
+    finally:
+        torch.set_num_threads(threads)
+    two = run_tiny_all(spec, [0, 1], "cpu", workers=2)
+    assert one.keys() == two.keys()
+    for k in one:
+        pd.testing.assert_frame_equal(pd.DataFrame(one[k]), pd.DataFrame(two[k]))
+    assert [r["seed"] for r in one["summary"]] == [0, 1]
 
 
 def test_evaluate_all_covers_the_registry():

@@ -182,14 +182,26 @@ def measure_separation(checkpoints: pd.DataFrame, n_boot: int = N_BOOT, seed: in
 
 
 def measure_smollm2_transfer(steering_ft: pd.DataFrame, summary_lm: pd.DataFrame, lm_arm: str) -> Measured:
-    ran = (lm_arm == "finetune" and steering_ft is not None and not steering_ft.empty
-           and "ft_pair_accuracy" in summary_lm)
+    """smollm2_finetuned_transfer_v3: DAS (from the fine-tuned SmolLM2) minus random steered pair accuracy
+    of the non-fine-tuned model, over lm_seeds. Gate: the LoRA arm ran, the fine-tuned model's held-out pair
+    accuracy with the intent is >= LM_FT_GATE on average and DAS ran in every seed. Control: A/A, the
+    second random direction minus the first on the non-fine-tuned model."""
+    unit = "pair accuracy (knob - random)"
+    aa_name = "A/A: second random direction minus the first"
+    ran = (lm_arm == "finetune" and summary_lm is not None and "ft_pair_accuracy" in summary_lm)
     if not ran:
-        why = f"the SmolLM2 LoRA arm did not run (lm_arm = {lm_arm}; it is the GPU `full` profile)"
-        m = missing(why, "pair accuracy (knob - random)")
-        return m, Gate(False, why), Control(m, "A/A: second random direction minus the first"), why
+        why = f"the SmolLM2 LoRA arm did not run (lm_arm = {lm_arm})"
+        m = missing(why, unit)
+        return m, Gate(False, why), Control(m, aa_name), why
     ft = float(summary_lm["ft_pair_accuracy"].mean())
-    gate = Gate(ft >= LM_FT_GATE, f"fine-tuned SmolLM2 pair accuracy {ft:.3f} (need >= {LM_FT_GATE})", ft)
+    n_das = int(summary_lm["das_layer"].notna().sum()) if "das_layer" in summary_lm else 0
+    gate = Gate(bool(ft >= LM_FT_GATE and n_das == len(summary_lm)),
+                f"fine-tuned SmolLM2 held-out pair accuracy {ft:.3f} on average (need >= {LM_FT_GATE}; per seed "
+                f"{_per_seed(summary_lm['ft_pair_accuracy'])}); DAS ran in {n_das} of {len(summary_lm)} seeds "
+                f"(need all)", ft)
+    if steering_ft is None or steering_ft.empty:
+        m = missing("DAS ran in no seed: no steering results", unit)
+        return m, gate, Control(m, aa_name), gate.detail
     return measure_steering(steering_ft, "smollm2", "instruct (DAS from fine-tuned)", gate)
 
 
@@ -209,7 +221,7 @@ def evaluate_all(claims: dict, tiny: dict[str, pd.DataFrame], lm: dict[str, pd.D
             steering, "tiny", "base",
             pretrain_gate(pretrain, _das_ran(summary))),
         "separation_across_seeds": measure_separation(tiny["checkpoints"]),
-        "smollm2_finetuned_transfer_v2": measure_smollm2_transfer(lm.get("steering_ft"), lm["summary"], lm_arm),
+        "smollm2_finetuned_transfer_v3": measure_smollm2_transfer(lm.get("steering_ft"), lm["summary"], lm_arm),
     }
     for cid, (m, gate, control, detail) in results.items():
         claims[cid].evaluate(m, gate=gate, control=control, detail=detail)

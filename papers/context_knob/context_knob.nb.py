@@ -28,6 +28,7 @@ device: str = "auto"  # auto (cuda > mps > cpu), cpu, cuda, mps (set by the runn
 output_dir: str = ""  # where outputs go; empty = scratch/context_knob (set by the runner)
 progress: bool = True  # show progress bars (set by the runner)
 seeds: list[int] = [0, 1, 2, 3, 4, 5, 6, 7]  # evaluation seeds of the tiny arm (world, splits, initialisations, counterfactuals) | len(x) >= 1 and len(set(x)) == len(x) and all(s >= 0 for s in x)
+workers: int = 2  # tiny-arm seeds trained in parallel single-threaded processes (results do not depend on it) | x >= 1
 lm_seeds: list[int] = [0, 1, 2]  # seeds of the SmolLM2 arm (items, counterfactuals, splits) | len(x) >= 1 and len(set(x)) == len(x) and all(s >= 0 for s in x)
 tiny_entities: int = 64  # known entities of the tiny world (split 1/2 train, 1/4 dev, 1/4 test) | x >= 8
 tiny_novel: int = 32  # entities without a fact (context copying in pre-training) | x >= 1
@@ -49,19 +50,22 @@ das_steps: int = 300  # Adam steps of rank-1 DAS per layer | x >= 1
 das_lr: float = 0.03  # DAS learning rate | 0 < x < 1
 das_max_targets: int = 256  # DAS training targets (prompts) | x >= 4
 steer_multipliers: list[float] = [1.0, 2.0, 4.0, 8.0, 16.0]  # steering values mid +/- k * half-separation; k chosen on dev | len(x) >= 1 and all(k > 0 for k in x)
-lm_arm: str = "probe"  # SmolLM2 arm: none, probe (inference only), finetune (LoRA + DAS + transfer; GPU) | x in ("none", "probe", "finetune")
+lm_arm: str = "finetune"  # SmolLM2 arm: none, probe (inference only), finetune (probe + top-block LoRA + DAS + transfer) | x in ("none", "probe", "finetune")
 lm_candidates: int = 113  # first countries of the capitals list checked for the model's knowledge | 8 <= x <= 113
 lm_items: int = 60  # known capitals per seed (split 1/2 train, 1/4 dev, 1/4 test) | x >= 8
 lm_layers: list[int] = [2, 5, 8, 11, 14, 17, 20, 23, 26, 29]  # SmolLM2 layers searched (0-29) | len(x) >= 1 and all(0 <= l <= 29 for l in x) and len(set(x)) == len(x)
 lm_batch: int = 32  # SmolLM2 prompts per forward pass | x >= 1
-lm_ft_steps: int = 300  # SmolLM2 LoRA steps (finetune arm) | x >= 1
-lm_ft_pairs: int = 16  # SmolLM2 CCS items (x 2 intents) per step | x >= 1
-lm_ft_lr: float = 0.001  # SmolLM2 LoRA learning rate | 0 < x < 1
+lm_top_blocks: int = 2  # SmolLM2 LoRA on the last blocks only; the lower blocks' outputs are cached | 1 <= x <= 30
+lm_ft_contexts: int = 1  # counterfactual contexts per training item in the fixed LoRA training set (x 2 intents) | x >= 1
+lm_ft_steps: int = 60  # SmolLM2 LoRA steps (finetune arm) | x >= 1
+lm_ft_batch: int = 8  # SmolLM2 cached training prompts per LoRA step | x >= 1
+lm_ft_lr: float = 0.003  # SmolLM2 LoRA learning rate | 0 < x < 1
 lm_lora_r: int = 64  # SmolLM2 LoRA rank (the authors' r = 64, alpha = 16) | x >= 1
 lm_lora_alpha: float = 16.0  # SmolLM2 LoRA alpha | x > 0
-lm_das_steps: int = 200  # SmolLM2 DAS steps per layer | x >= 1
+lm_das_layers: list[int] = [20, 27, 28]  # SmolLM2 DAS candidate layers (finetune arm; layer chosen on dev IIA) | len(x) >= 1 and all(0 <= l <= 29 for l in x) and len(set(x)) == len(x)
+lm_das_steps: int = 25  # SmolLM2 DAS steps per layer | x >= 1
 lm_das_lr: float = 0.01  # SmolLM2 DAS learning rate | 0 < x < 1
-lm_das_max_targets: int = 128  # SmolLM2 DAS training targets | x >= 4
+lm_das_max_targets: int = 24  # SmolLM2 DAS training targets | x >= 4
 
 # %%
 import time
@@ -73,7 +77,7 @@ import torch
 
 from papers.context_knob import TITLE, URL
 from papers.context_knob.analysis import evaluate_all, spearman, steering_summary
-from papers.context_knob.experiment import DasSpec, LMSpec, TinySpec, known_capitals, run_smollm2_seed, run_tiny_seed
+from papers.context_knob.experiment import DasSpec, LMSpec, TinySpec, known_capitals, run_smollm2_seed, run_tiny_all
 from shared.claims import load_claims
 from shared.device import describe, pick_device
 from shared.metrics import write_metrics
@@ -104,13 +108,8 @@ tiny_spec = TinySpec(n_entities=tiny_entities, n_novel=tiny_novel, n_values=tiny
                      items_per_entity=items_per_entity,
                      das=DasSpec(steps=das_steps, lr=das_lr, max_targets=das_max_targets),
                      multipliers=steer_multipliers)
-tiny = {k: [] for k in ("pretrain", "curves", "das", "steering", "sweep", "checkpoints", "summary")}
 t0 = time.perf_counter()
-for seed in seeds:
-    res = run_tiny_seed(tiny_spec, seed, device, progress)
-    for k in tiny:
-        tiny[k] += [res[k]] if k == "summary" else res[k]
-tiny = {k: pd.DataFrame(v) for k, v in tiny.items()}
+tiny = {k: pd.DataFrame(v) for k, v in run_tiny_all(tiny_spec, seeds, device, workers, progress).items()}
 print(f"tiny arm: {time.perf_counter() - t0:.0f} s")
 tiny["pretrain"]
 
@@ -128,7 +127,7 @@ tiny["das"]
 # ## SmolLM2-135M-Instruct on capitals
 
 # %%
-lm = {k: [] for k in ("summary", "steering", "sweep", "layer_scan", "das", "steering_ft")}
+lm = {k: [] for k in ("summary", "steering", "sweep", "layer_scan", "das", "steering_ft", "curves_lm")}
 if lm_arm != "none":
     from shared.lm import load_smollm2
 
@@ -139,17 +138,26 @@ if lm_arm != "none":
     if len(known) < 8:
         raise RuntimeError(f"only {len(known)} known capitals: raise lm_candidates")
     lm_spec = LMSpec(mode=lm_arm, n_items=lm_items, layers=lm_layers, multipliers=steer_multipliers,
-                     batch_size=lm_batch, ft_steps=lm_ft_steps, ft_pairs=lm_ft_pairs, ft_lr=lm_ft_lr,
-                     lora_r=lm_lora_r, lora_alpha=lm_lora_alpha,
+                     batch_size=lm_batch, ft_steps=lm_ft_steps, ft_batch=lm_ft_batch, ft_contexts=lm_ft_contexts,
+                     n_top=lm_top_blocks, ft_lr=lm_ft_lr, lora_r=lm_lora_r, lora_alpha=lm_lora_alpha,
+                     das_layers=lm_das_layers,
                      das=DasSpec(steps=lm_das_steps, lr=lm_das_lr, max_targets=lm_das_max_targets))
     for seed in lm_seeds:
         res = run_smollm2_seed(model, tokenizer, known, lm_spec, seed, device, progress)
         lm["summary"].append(res["summary"])
-        for k in ("steering", "sweep", "layer_scan", "das", "steering_ft"):
+        for k in ("steering", "sweep", "layer_scan", "das", "steering_ft", "curves_lm"):
             lm[k] += res.get(k, [])
     print(f"SmolLM2 arm: {time.perf_counter() - t0:.0f} s")
 lm = {k: pd.DataFrame(v) for k, v in lm.items()}
 lm["summary"]
+
+# %% [markdown]
+# The LoRA arm (`lm_arm = finetune`): LoRA on the last `lm_top_blocks` blocks of SmolLM2 on a fixed training
+# set (lower-block states cached), rank-1 DAS at the candidate layers `lm_das_layers` of the fine-tuned model
+# (`tuned`: the layer is inside the tuned blocks), the layer chosen on dev interchange accuracy.
+
+# %%
+lm["das"]
 
 # %% [markdown]
 # ## Verdicts
@@ -221,10 +229,21 @@ tiny["das"].to_csv(out / "das_by_layer.csv", index=False)
 pd.concat([steering, lm["steering_ft"]], ignore_index=True).to_csv(out / "steering.csv", index=False)
 tiny["checkpoints"].to_csv(out / "checkpoints.csv", index=False)
 tiny["curves"].to_csv(out / "training_curves.csv", index=False)
+if len(lm["das"]):
+    lm["das"].to_csv(out / "smollm2_das_by_layer.csv", index=False)
+    lm["summary"].to_csv(out / "smollm2_summary.csv", index=False)
 
 
 def mean_of(arm, model, direction):
     sub = steering[(steering["arm"] == arm) & (steering["model"] == model) & (steering["direction"] == direction)]
+    return float(sub["pair_accuracy"].mean()) if len(sub) else None
+
+
+def mean_of_ft(model, direction):
+    sub = lm["steering_ft"]
+    if sub.empty:
+        return None
+    sub = sub[(sub["model"] == model) & (sub["direction"] == direction)]
     return float(sub["pair_accuracy"].mean()) if len(sub) else None
 
 
@@ -255,5 +274,12 @@ if len(lm["summary"]):
     })
     if "ft_pair_accuracy" in lm["summary"]:
         headline["smollm2_ft_pair_accuracy"] = float(lm["summary"]["ft_pair_accuracy"].mean())
+        headline["smollm2_ft_dev_pair_accuracy"] = float(lm["summary"]["ft_dev_pair_accuracy"].mean())
+        headline["smollm2_steer_transfer_knob"] = mean_of_ft("instruct (DAS from fine-tuned)", "knob")
+        headline["smollm2_steer_transfer_random"] = mean_of_ft("instruct (DAS from fine-tuned)", "random")
+        headline["smollm2_steer_transfer_random_b"] = mean_of_ft("instruct (DAS from fine-tuned)", "random_b")
+        headline["smollm2_steer_finetuned_knob"] = mean_of_ft("fine-tuned", "knob")
+    if "das_layer" in lm["summary"]:
+        headline["smollm2_das_layers"] = ",".join(str(int(v)) for v in lm["summary"]["das_layer"].dropna())
 write_metrics(out, slug="context_knob", title=TITLE, url=URL, profile=profile, device=device, seeds=seeds,
               claims=list(claims.values()), headline=headline, params=snapshot(globals(), "context_knob"))

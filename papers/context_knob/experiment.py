@@ -7,8 +7,10 @@
   control), and pair accuracy and subspace separation at every fine-tuning checkpoint.
 - **smollm2** (pretrained SmolLM2-135M-Instruct on capitals): ``probe`` (CPU) is inference only: zero-shot
   CCS pair accuracy and a difference-of-means direction at one layer of the *non-fine-tuned* model used as a
-  knob; ``finetune`` (the GPU ``full`` profile) adds LoRA fine-tuning, rank-1 DAS on the fine-tuned model
-  and steering the non-fine-tuned model with that direction (the paper's transfer claim).
+  knob; ``finetune`` adds LoRA fine-tuning of the top blocks on a fixed training set (lower-block states
+  cached, :mod:`.cached_lora`; CPU-sized at ``small``, all 30 blocks at ``full``), rank-1 DAS at a few
+  candidate layers of the fine-tuned model and steering the non-fine-tuned model with that direction (the
+  paper's transfer claim).
 """
 
 from __future__ import annotations
@@ -25,8 +27,8 @@ from shared.seeding import seed_everything
 from shared.training import TrainConfig, train
 
 from .knob import (LastTokenRunner, answer_loss, control_values, correctness, finetune_lora, interchange_accuracy,
-                   mean_difference_direction, random_direction, select_steering, separation, steered_pair_correct,
-                   steering_values, train_das)
+                   mean_difference_direction, n_layers, random_direction, select_steering, separation,
+                   steered_pair_correct, steering_values, train_das)
 from .task import (CAPITALS, PromptSet, TinyWorld, das_source_index, encode_capital_queries, encode_capitals,
                    first_answer_tokens, pair_accuracy, same_first_token, sample_counterfactuals, sample_pretrain, Items)
 
@@ -59,12 +61,14 @@ def split_indices(n: int, rng: np.random.Generator, fractions=(0.5, 0.25)) -> tu
 
 
 def das_data(model, items: Items, prompts: PromptSet, rng: np.random.Generator, max_targets: int,
-             layers: list[int], batch_size: int, device: str, filter_correct: bool = True):
+             layers: list[int], batch_size: int, device: str, filter_correct: bool = True,
+             runner: "LastTokenRunner | None" = None):
     """Targets, sources and labels for DAS on ``prompts`` (both intents of ``items``): targets are prompts
     whose item the model answers right under both intents (the authors' ``filter_confident_samples``), at
     most ``max_targets``; each gets a source by the authors' pairing rule. Returns (target runner, target
-    prompts, source states (N, len(layers), d), labels (N,)) or None if fewer than 4 targets remain."""
-    runner = LastTokenRunner(model, prompts, batch_size, device)
+    prompts, source states (N, len(layers), d), labels (N,)) or None if fewer than 4 targets remain.
+    ``runner``: an existing runner of ``model`` on ``prompts`` (saves a forward pass over the prefixes)."""
+    runner = runner if runner is not None else LastTokenRunner(model, prompts, batch_size, device)
     states = runner.states(layers)
     correct = correctness(runner.predictions(), prompts)
     item, intent = prompts.item.numpy(), prompts.intent.numpy()
@@ -306,6 +310,24 @@ def run_tiny_seed(spec: TinySpec, seed: int, device: str, progress: bool = False
     return out
 
 
+TINY_TABLES = ("pretrain", "curves", "das", "steering", "sweep", "checkpoints", "summary")
+
+
+def run_tiny_all(spec: TinySpec, seeds: list[int], device: str, workers: int = 1, progress: bool = False) -> dict:
+    """Every seed of the tiny arm, concatenated into one list of rows per table (``summary``: one row per
+    seed). With ``workers > 1`` the seeds run in parallel single-threaded processes
+    (``shared.parallel.run_jobs``); each seed seeds itself, so the result does not depend on ``workers``."""
+    from shared.parallel import run_jobs
+
+    results = run_jobs(run_tiny_seed, [(spec, seed, device, progress and workers <= 1) for seed in seeds],
+                       min(workers, len(seeds)))
+    tables = {k: [] for k in TINY_TABLES}
+    for res in results:
+        for k in TINY_TABLES:
+            tables[k] += [res[k]] if k == "summary" else res[k]
+    return tables
+
+
 # --- the SmolLM2 arm ---------------------------------------------------------------------------------------
 
 @dataclass
@@ -316,10 +338,13 @@ class LMSpec:
     multipliers: list[float]
     batch_size: int
     ft_steps: int = 0
-    ft_pairs: int = 8
+    ft_batch: int = 16  # cached training prompts per LoRA step
+    ft_contexts: int = 2  # counterfactual contexts per training item in the fixed training set
+    n_top: int = 4  # LoRA on the last n_top blocks (lower blocks frozen, their outputs cached)
     ft_lr: float = 2e-4
     lora_r: int = 64
     lora_alpha: float = 16
+    das_layers: list[int] = field(default_factory=lambda: [20, 27, 28])  # DAS candidate layers
     das: DasSpec = field(default_factory=lambda: DasSpec(steps=100, lr=1e-2, max_targets=128))
 
 
@@ -398,43 +423,62 @@ def run_smollm2_seed(model, tokenizer, known: np.ndarray, spec: LMSpec, seed: in
     return out
 
 
+def fixed_training_items(subjects: np.ndarray, n_contexts: int, n_answers: int, rng: np.random.Generator,
+                         forbidden: np.ndarray | None = None) -> Items:
+    """The fixed CCS training set of one seed: every training subject ``n_contexts`` times, each with a
+    counterfactual context drawn from ``rng`` (encoded with both intents, it gives 2 x n_contexts prompts
+    per subject). Fixed so that the lower-block states of its prompts can be cached."""
+    subj = np.repeat(np.asarray(subjects, dtype=np.int64), n_contexts)
+    return Items(subj, subj.copy(), sample_counterfactuals(subj, n_answers, rng, forbidden))
+
+
 def _smollm2_finetune(model, tokenizer, split, with_intent, no_intent, base_runners, spec: LMSpec, seed: int,
                       device: str, progress: bool, rng: np.random.Generator) -> dict:
-    """LoRA fine-tuning on CCS capitals, rank-1 DAS at each layer of the fine-tuned model, and steering the
-    non-fine-tuned model with the direction (the paper's transfer experiment)."""
-    forbidden = same_first_token(tokenizer)
+    """LoRA fine-tuning on CCS capitals (the last ``spec.n_top`` blocks, on a fixed training set whose
+    lower-block states are cached: :mod:`.cached_lora`), rank-1 DAS at each of ``spec.das_layers`` of the
+    fine-tuned model (layer chosen on dev IIA), and steering the non-fine-tuned model with the direction
+    (the paper's transfer experiment)."""
+    from .cached_lora import cache_prompts, train_top_lora_answers
+
     ft_rng = np.random.default_rng(30_000 + seed)
-    train_subj = split["train"].subject
-
-    def ft_batch(step):
-        subj = ft_rng.choice(train_subj, size=spec.ft_pairs)
-        ctx = sample_counterfactuals(subj, len(CAPITALS), ft_rng, forbidden)
-        p = encode_capitals(tokenizer, Items(subj, subj.copy(), ctx))
-        return p.ids.to(device), p.mask.to(device), p.target().to(device)
-
+    train_set = encode_capitals(tokenizer, fixed_training_items(split["train"].subject, spec.ft_contexts,
+                                                                len(CAPITALS), ft_rng, same_first_token(tokenizer)))
+    ft = copy.deepcopy(model).float()
+    cached = cache_prompts(ft, train_set.ids, train_set.mask, train_set.target(), spec.n_top, spec.batch_size, device)
     seed_everything(seed)
-    ft, _ = finetune_lora(copy.deepcopy(model).float(), ft_batch, spec.ft_steps, spec.ft_lr, spec.lora_r,
-                          spec.lora_alpha, LORA_MODULES, device, progress=progress, desc=f"SmolLM2 LoRA s{seed}")
+    hist = train_top_lora_answers(ft, cached, spec.n_top, spec.lora_r, spec.lora_alpha, spec.ft_lr, spec.ft_steps,
+                                  spec.ft_batch, 35_000 + seed, device, LORA_MODULES, progress=progress,
+                                  desc=f"SmolLM2 top-{spec.n_top} LoRA s{seed}")
+    del cached
     ft = ft.to(next(model.parameters()).dtype)
-    t = with_intent["test"]
-    ft_pair = pair_accuracy(correctness(LastTokenRunner(ft, t, spec.batch_size, device).predictions(), t),
-                            t.intent.numpy(), t.item.numpy())
-    das_train = das_data(ft, split["train"], with_intent["train"], rng, spec.das.max_targets, spec.layers,
-                         spec.batch_size, device)
-    das_dev = das_data(ft, split["dev"], with_intent["dev"], rng, 10**9, spec.layers, spec.batch_size, device)
-    result = {"ft_summary": {"ft_pair_accuracy": ft_pair}}
+
+    ft_runner = {s: LastTokenRunner(ft, with_intent[s], spec.batch_size, device) for s in ("train", "dev", "test")}
+
+    def pair_acc(s):
+        p = with_intent[s]
+        return pair_accuracy(correctness(ft_runner[s].predictions(), p), p.intent.numpy(), p.item.numpy())
+
+    result = {"ft_summary": {"ft_pair_accuracy": pair_acc("test"), "ft_dev_pair_accuracy": pair_acc("dev"),
+                             "ft_train_prompts": len(train_set),
+                             "ft_final_loss": float(hist.records[-1]["loss"]) if hist.records else float("nan")},
+              "curves_lm": [dict(r, seed=seed) for r in hist.records]}
+    das_train = das_data(ft, split["train"], with_intent["train"], rng, spec.das.max_targets, spec.das_layers,
+                         spec.batch_size, device, runner=ft_runner["train"])
+    das_dev = das_data(ft, split["dev"], with_intent["dev"], rng, 10**9, spec.das_layers, spec.batch_size, device,
+                       runner=ft_runner["dev"])
     if das_train is None or das_dev is None:
         return result
     t_runner, t_prompts, t_src, t_labels = das_train
     das_rows, dirs = [], {}
-    for j, layer in enumerate(spec.layers):
+    for j, layer in enumerate(spec.das_layers):
         u, _ = train_das(t_runner, layer, t_src[:, j], t_labels, spec.das.steps, spec.das.lr,
                          seed=40_000 + seed * 100 + layer, device=device, progress=progress)
         dirs[layer] = u
-        das_rows.append({"arm": "smollm2", "seed": seed, "layer": layer,
+        das_rows.append({"arm": "smollm2", "seed": seed, "layer": layer, "tuned": layer >= n_layers(model) - spec.n_top,
+                         "train_iia": interchange_accuracy(t_runner, layer, u, t_src[:, j], t_labels),
                          "dev_iia": interchange_accuracy(das_dev[0], layer, u, das_dev[2][:, j], das_dev[3])})
     best = int(pd.DataFrame(das_rows).sort_values(["dev_iia", "layer"], ascending=[False, True]).iloc[0]["layer"])
-    states = LastTokenRunner(ft, with_intent["train"], spec.batch_size, device).states([best])[:, 0]
+    states = ft_runner["train"].states([best])[:, 0]
     intent = with_intent["train"].intent
     u = orient(dirs[best], states @ dirs[best], intent)
     vals = steering_values(states @ u, intent)
@@ -446,5 +490,6 @@ def _smollm2_finetune(model, tokenizer, split, with_intent, no_intent, base_runn
     ft_runners = {s: LastTokenRunner(ft, no_intent[s], spec.batch_size, device) for s in ("dev", "test")}
     steering += steering_rows("smollm2", "fine-tuned", ft_runners, no_intent, best, u, vals, r, r_vals,
                               spec.multipliers, seed)
-    result["ft_summary"].update({"das_layer": best})
+    result["ft_summary"].update({"das_layer": best, "das_targets": len(t_prompts),
+                                 "das_dev_iia": float(pd.DataFrame(das_rows).set_index("layer").loc[best, "dev_iia"])})
     return {**result, "das": das_rows, "steering_ft": steering}
