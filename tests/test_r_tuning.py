@@ -13,6 +13,7 @@ from papers.r_tuning import analysis as A
 from papers.r_tuning import facts as Fa
 from papers.r_tuning import lm_arm as L
 from papers.r_tuning import refusal as R
+from shared import topblocks as T
 from papers.r_tuning import synthetic as S
 from shared.lm import tiny_llama
 
@@ -165,39 +166,6 @@ def _tiny(vocab=40, layers=4):
     return tiny_llama(vocab, 256, d_model=32, n_layers=layers, n_heads=4).eval()
 
 
-def test_top_model_on_cached_inputs_equals_the_full_model():
-    model = _tiny()
-    seqs = [[3, 4, 5, 6, 7, 8], [9, 10, 11], [12, 13, 14, 15]]
-    hidden = L.cache_block_inputs(model, seqs, first_tuned=2, pad_id=0, batch_size=2, device="cpu")
-    assert [h.shape for h in hidden] == [(6, 32), (3, 32), (4, 32)]
-    top = L.build_top_model(model, 2)
-    assert top.model.layers[0] is model.model.layers[2]  # shared, not copied
-    batch = L.collate(hidden, seqs, [1, 1, 1], "cpu")
-    pos = torch.arange(batch.ids.shape[1]).expand_as(batch.ids)
-    with torch.no_grad():
-        top_logits = top(inputs_embeds=batch.hidden, attention_mask=batch.mask, position_ids=pos).logits
-        for r, s in enumerate(seqs):
-            full = model(input_ids=torch.tensor([s])).logits[0]
-            torch.testing.assert_close(top_logits[r, :len(s)], full, atol=1e-5, rtol=1e-5)
-
-
-def test_response_loss_is_cross_entropy_of_the_response_tokens_only():
-    model = _tiny()
-    seqs = [[3, 4, 5, 6, 7], [8, 9, 10]]
-    starts = [3, 1]
-    hidden = L.cache_block_inputs(model, seqs, 2, 0, 4, "cpu")
-    top = L.build_top_model(model, 2)
-    with torch.no_grad():
-        loss = L.response_loss(top, L.collate(hidden, seqs, starts, "cpu"))
-        terms = []
-        for s, st in zip(seqs, starts):
-            lp = F.log_softmax(model(input_ids=torch.tensor([s])).logits[0], -1)
-            terms += [-lp[t - 1, s[t]] for t in range(st, len(s))]
-    assert float(loss) == pytest.approx(float(torch.stack(terms).mean()), rel=1e-5)
-    with pytest.raises(ValueError, match="response start"):
-        L.collate(hidden, seqs, [5, 1], "cpu")
-
-
 def test_example_weights_hand_case():
     # tokens 0..7: prompt 0-2, answer 3-4, certainty question 5, certainty token 6, '.' 7
     w = L.example_weights(8, 3, 5, 6)
@@ -213,10 +181,10 @@ def test_weighted_response_loss_is_answer_mean_plus_certainty_per_example():
     model = _tiny()
     seqs = [[3, 4, 5, 6, 7, 8, 9], [10, 11, 12, 13]]
     weights = [L.example_weights(7, 2, 4, 5), L.example_weights(4, 1, 4)]
-    hidden = L.cache_block_inputs(model, seqs, 2, 0, 4, "cpu")
-    top = L.build_top_model(model, 2)
+    hidden = T.cache_block_inputs(model, seqs, 2, 0, 4, "cpu")
+    top = T.build_top_model(model, 2)
     with torch.no_grad():
-        loss = L.response_loss(top, L.collate(hidden, seqs, [2, 1], "cpu", weights))
+        loss = T.response_loss(top, T.collate(hidden, seqs, [2, 1], "cpu", weights))
         per = []
         for s, w in zip(seqs, weights):
             lp = F.log_softmax(model(input_ids=torch.tensor([s])).logits[0], -1)
@@ -224,22 +192,7 @@ def test_weighted_response_loss_is_answer_mean_plus_certainty_per_example():
     # example 1: (ce2 + ce3) / 2 + ce5; example 2: (ce1 + ce2 + ce3) / 3; batch mean
     assert float(loss) == pytest.approx(float(sum(per) / 2), rel=1e-5)
     with pytest.raises(ValueError, match="weights for"):
-        L.collate(hidden, seqs, [2, 1], "cpu", [weights[0], weights[0]])
-
-
-def test_train_top_lora_changes_only_the_top_blocks():
-    model = _tiny()
-    seqs = [[3, 4, 5, 6, 7, 8], [9, 10, 11, 12], [12, 13, 14, 15]]
-    hidden = L.cache_block_inputs(model, seqs, 2, 0, 4, "cpu")
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    hist = L.train_top_lora(model, hidden, seqs, [2, 2, 2], L.LoraSpec(n_top=2, r=4, alpha=8, lr=1e-2, epochs=4,
-                            batch_size=2), seed=0, device="cpu", desc="t", progress=False)
-    assert len(hist.records) == 6 and hist.records[-1]["loss"] < hist.records[0]["loss"]
-    after = model.state_dict()
-    assert set(after) == set(before)  # adapters merged away
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(k.startswith(("model.layers.2.", "model.layers.3.")) for k in changed)
-    assert not any("norm" in k for k in changed)
+        T.collate(hidden, seqs, [2, 1], "cpu", [weights[0], weights[0]])
 
 
 def test_score_answers_matches_a_direct_computation():

@@ -25,9 +25,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.lm import add_lora, greedy_generate, pad_left
-from shared.topblocks import build_top_model, cache_block_inputs
-from shared.training import TrainConfig, TrainHistory, train
+from shared.lm import greedy_generate, pad_left
+from shared.topblocks import LoraSpec, cache_block_inputs, collate, train_top_lora
 
 from .refusal import CERTAINTY_SUFFIX, SURE, UNSURE, certainty, geometric_mean_confidence, qa_prompt
 
@@ -112,16 +111,7 @@ def score_answers(model, tokenizer, prompts: Sequence[str], answer_ids: Sequence
     return conf, p_sure
 
 
-# --- cached activations and the tuned top blocks (shared.topblocks) --------------------------------
-
-@dataclass
-class CachedBatch:
-    hidden: torch.Tensor  # (B, T, d) inputs of the first tuned block, zero-padded on the right
-    ids: torch.Tensor  # (B, T) token ids
-    mask: torch.Tensor  # (B, T) 1 for real tokens
-    targets: torch.Tensor  # (B, T) 1 for the tokens the loss predicts (the response)
-    weights: torch.Tensor | None = None  # (B, T) loss weight of predicting each token (None: token mean)
-
+# --- per-token loss weights of the tuning examples ------------------------------------------------------
 
 def example_weights(n_tokens: int, answer_start: int, answer_end: int, certainty_pos: int | None = None) -> list[float]:
     """Per-token loss weights of one example: the answer tokens ``[answer_start, answer_end)`` share weight 1
@@ -139,88 +129,6 @@ def example_weights(n_tokens: int, answer_start: int, answer_end: int, certainty
             raise ValueError(f"certainty token {certainty_pos} not after the answer in {n_tokens} tokens")
         w[certainty_pos] = 1.0
     return w
-
-
-def collate(hidden: Sequence[torch.Tensor], ids: Sequence[Sequence[int]], response_start: Sequence[int],
-            device: str, weights: Sequence[Sequence[float]] | None = None) -> CachedBatch:
-    """Right-pad a batch; ``response_start[i]`` is the index of example i's first response token. With
-    ``weights`` (per example, per token; see :func:`example_weights`) the loss predicts the tokens of
-    positive weight, weighted; without, every response token with equal weight."""
-    width = max(h.shape[0] for h in hidden)
-    d = hidden[0].shape[1]
-    H = torch.zeros(len(hidden), width, d)
-    I = torch.zeros(len(hidden), width, dtype=torch.long)
-    M = torch.zeros(len(hidden), width, dtype=torch.long)
-    R = torch.zeros(len(hidden), width, dtype=torch.long)
-    for r, (h, s, start) in enumerate(zip(hidden, ids, response_start)):
-        if not 1 <= start < len(s):
-            raise ValueError(f"response start {start} outside a sequence of {len(s)} tokens")
-        H[r, :h.shape[0]] = h
-        I[r, :len(s)] = torch.tensor(list(s))
-        M[r, :len(s)] = 1
-        R[r, start:len(s)] = 1
-    if weights is None:
-        return CachedBatch(H.to(device), I.to(device), M.to(device), R.to(device))
-    W = torch.zeros(len(hidden), width)
-    for r, w in enumerate(weights):
-        if len(w) != len(ids[r]):
-            raise ValueError(f"example {r}: {len(w)} weights for {len(ids[r])} tokens")
-        W[r, :len(w)] = torch.tensor(list(w), dtype=torch.float32)
-    return CachedBatch(H.to(device), I.to(device), M.to(device), (W > 0).long().to(device), W.to(device))
-
-
-def response_loss(top, batch: CachedBatch) -> torch.Tensor:
-    """Next-token cross-entropy over the response tokens: with ``batch.weights``, per example the weighted
-    sum (answer mean + certainty token, :func:`example_weights`), averaged over the batch; without, the
-    mean over every response token (everything after ``Answer:``). The vocabulary projection is
-    applied only where a response token is predicted (it costs as much as 8 of SmolLM2's blocks per
-    position)."""
-    pos = torch.arange(batch.ids.shape[1], device=batch.ids.device).expand_as(batch.ids)
-    hs = top.model(inputs_embeds=batch.hidden, attention_mask=batch.mask, position_ids=pos,
-                   use_cache=False).last_hidden_state  # (B, T, d)
-    sel = batch.targets[:, 1:].bool()  # token t+1 is a target -> use the state at t
-    logits = top.lm_head(hs[:, :-1][sel])  # (N, V)
-    if batch.weights is None:
-        return F.cross_entropy(logits.float(), batch.ids[:, 1:][sel])
-    ce = F.cross_entropy(logits.float(), batch.ids[:, 1:][sel], reduction="none")
-    return (ce * batch.weights[:, 1:][sel]).sum() / batch.ids.shape[0]  # per-example sum, batch mean
-
-
-@dataclass
-class LoraSpec:
-    n_top: int = 8
-    r: int = 16
-    alpha: float = 32.0
-    lr: float = 2e-4
-    epochs: int = 2
-    batch_size: int = 16
-    warmup_steps: int = 2
-
-
-def train_top_lora(model, hidden: Sequence[torch.Tensor], ids: Sequence[Sequence[int]],
-                   response_start: Sequence[int], spec: LoraSpec, seed: int, device: str, desc: str,
-                   progress: bool, weights: Sequence[Sequence[float]] | None = None) -> TrainHistory:
-    """LoRA on the top ``spec.n_top`` blocks of ``model`` (modified in place: the adapters are merged into
-    its weights at the end), ``spec.epochs`` passes over the examples in an order drawn from ``seed``."""
-    torch.manual_seed(seed)  # LoRA's A matrices
-    top = build_top_model(model, spec.n_top)
-    lora = add_lora(top, r=spec.r, alpha=spec.alpha, dropout=0.0)
-    n = len(ids)
-    gen = torch.Generator().manual_seed(seed)
-    order = torch.cat([torch.randperm(n, generator=gen) for _ in range(spec.epochs)]).tolist()
-    steps = -(-len(order) // spec.batch_size)
-
-    def batch_fn(step: int) -> CachedBatch:
-        idx = order[step * spec.batch_size:(step + 1) * spec.batch_size]
-        return collate([hidden[i] for i in idx], [ids[i] for i in idx], [response_start[i] for i in idx], device,
-                       None if weights is None else [weights[i] for i in idx])
-
-    cfg = TrainConfig(steps=steps, lr=spec.lr, warmup_steps=min(spec.warmup_steps, steps - 1), weight_decay=0.0,
-                      betas=(0.9, 0.999), log_every=1, desc=desc, progress=progress)
-    history = train(lora, cfg, batch_fn, lambda _peft, b: response_loss(top, b), device)
-    lora.merge_and_unload()  # the shared blocks now hold W + (alpha/r) B A
-    model.eval()
-    return history
 
 
 # --- the whole arm ---------------------------------------------------------------------------------------
