@@ -11,7 +11,7 @@ from papers.eren import editors as E
 from papers.eren.data import (build_questions, edit_block, eligible_edits, make_context, note_of)
 from papers.eren.experiment import memory_records
 from shared.claims import load_claims
-from shared.lm import greedy_generate, tiny_llama
+from shared.lm import continuation_logprobs, greedy_generate, tiny_llama
 
 # --- data -------------------------------------------------------------------------------------------------
 
@@ -133,13 +133,6 @@ def test_greedy_reproduces_rejects_bad_input(lm):
         E.greedy_reproduces(lm, [[3, 4]], [[5], [6]], pad_id=0)
 
 
-def test_collate_masks_only_the_answer_tokens():
-    ids, mask, loss_mask = E.collate([([5, 6, 7], [8, 2]), ([5], [9, 9, 2])], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7, 8, 2], [0, 5, 9, 9, 2]]
-    assert mask.tolist() == [[1, 1, 1, 1, 1], [0, 1, 1, 1, 1]]
-    assert loss_mask.tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1]]
-
-
 # --- metrics and verdicts ---------------------------------------------------------------------------------
 
 def test_edit_quality_is_the_harmonic_mean():
@@ -228,7 +221,7 @@ def test_registry_claims_on_a_table_where_eren_works():
     # EQ_ans: EREN 2 * 0.9 / 1.9 = 0.947 vs one-step ~ 0.18: far above +0.05
     assert c["eq_answer_vs_one_step"].verdict == "reproduced"
     assert not c["eq_answer_vs_one_step"].control_meets  # permuted refusals: no advantage
-    assert c["eq_answer_vs_ft"].verdict == "reproduced" and c["eq_answer_vs_ft"].gate.passed
+    assert c["eq_answer_vs_ft_v2"].verdict == "reproduced" and c["eq_answer_vs_ft_v2"].gate.passed
     assert c["bp_answer_same_subject"].verdict == "reproduced"
     assert c["refusal_selective"].verdict == "reproduced" and c["refusal_selective"].measured.value == 1.0
     assert c["refusal_selective"].control.measured.ci_low < 0.6  # shuffled kinds: AUC near 0.5
@@ -249,7 +242,7 @@ def test_registry_claims_not_reproduced_gate_and_control():
     assert all(c[k].verdict == "inconclusive" and c[k].reason.startswith("gate failed")
                for k in ("eq_answer_vs_one_step", "bp_answer_same_subject", "refusal_selective", "es_controllable_v2"))
     # an FT baseline that did not learn its edits: inconclusive, not a win for EREN
-    c = verdicts(synthetic(0.9, 0.1, ft_fit=0))["eq_answer_vs_ft"]
+    c = verdicts(synthetic(0.9, 0.1, ft_fit=0))["eq_answer_vs_ft_v2"]
     assert c.verdict == "inconclusive" and not c.gate.passed
 
 
@@ -260,21 +253,29 @@ def test_refusal_by_logprob_is_the_more_probable_reply(lm):
         def __call__(self, text, add_special_tokens=False):
             return {"input_ids": [5, 6]}
 
-    prompts = [[3, 4, 7], [8, 9]]
-    replies = [[10, 2], [11, 12, 2]]
-    refused, lp_ref, lp_rep = E.refusal_by_logprob(lm, Tok(), prompts, replies, batch_size=1)
-    full = [E.response_logprobs(lm, [p], [r], pad_id=0)[0] for p, r in zip(prompts, replies)]
-    np.testing.assert_allclose(lp_rep, full, rtol=1e-5)
-    np.testing.assert_allclose(lp_ref, E.response_logprobs(lm, prompts, [[5, 6, 2]] * 2, pad_id=0), rtol=1e-5)
-    assert refused.tolist() == (lp_ref >= lp_rep).tolist()
+    shared = [3, 4, 7, 9, 13, 14, 15, 16, 17, 18]  # a common prefix long enough to be run once
+    for prompts in ([[3, 4, 7], [8, 9]], [shared + [7], shared + [8, 9]]):
+        replies = [[10, 2], [11, 12, 2]]
+        refused, lp_ref, lp_rep = E.refusal_by_logprob(lm, Tok(), prompts, replies, batch_size=1)
+        full = [float(continuation_logprobs(lm, [p], [r], pad_id=0)[0]) for p, r in zip(prompts, replies)]
+        np.testing.assert_allclose(lp_rep, full, rtol=1e-5)
+        np.testing.assert_allclose(lp_ref, continuation_logprobs(lm, prompts, [[5, 6, 2]] * 2, pad_id=0).numpy(),
+                                   rtol=1e-5)
+        assert refused.tolist() == (lp_ref >= lp_rep).tolist()
 
 
-def test_response_logprobs_match_a_manual_forward(lm):
-    prompt, reply = [3, 4, 7, 9], [10, 11, 2]
+def test_reply_logprob_matches_a_manual_forward(lm):
+    class Tok:
+        eos_token_id, pad_token_id = 2, 0
+
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [5, 6]}
+
+    prompt, reply = [3, 4, 7, 9, 13, 14, 15, 16, 17, 18, 19], [10, 11, 2]
     with torch.no_grad():
         logits = lm(input_ids=torch.tensor([prompt + reply])).logits[0]
     logp = torch.log_softmax(logits.float(), -1)
     manual = sum(float(logp[len(prompt) - 1 + t, tok]) for t, tok in enumerate(reply))
-    # batched with a longer neighbour (left padding) gives the same value
-    got = E.response_logprobs(lm, [prompt, [5] * 9], [reply, [6, 2]], pad_id=0, batch_size=2)
+    # batched with a longer neighbour that shares the prompt's first ten tokens gives the same value
+    _, _, got = E.refusal_by_logprob(lm, Tok(), [prompt, prompt[:10] + [5] * 9], [reply, [6, 2]], batch_size=2)
     assert got[0] == pytest.approx(manual, abs=1e-4)

@@ -252,7 +252,7 @@ def evaluate_all(claims: dict, results: pd.DataFrame, n_boot: int = 2000, seed: 
     claims["eq_answer_vs_one_step"].evaluate(m, gate=g["reader"], control=Control(cm, f"{permuted}: {cd}"), detail=d)
 
     m, d = delta(results, boot, "eq_ans", "eren", "ft")
-    claims["eq_answer_vs_ft"].evaluate(m, gate=g["ft_fit"], detail=d)
+    claims["eq_answer_vs_ft_v2"].evaluate(m, gate=g["ft_fit"], detail=d)
 
     m, d = delta(results, boot, "bp_ans_same", "eren", "one_step")
     cm, cd = delta(results, boot, "bp_ans_same", "eren_permuted", "one_step")

@@ -29,7 +29,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from shared.lm import chat_ids, embed, greedy_generate, pad_left, stop_token_ids
+from shared.lm import chat_ids, embed, pad_left, stop_token_ids
+from shared.prefixcache import continuation_logprobs_shared_prefix, greedy_generate_shared_prefix
 
 from .data import make_context
 
@@ -126,9 +127,10 @@ def chat_prompt_ids(tok, users: Sequence[str]) -> list[list[int]]:
 
 def generate_ids(model, tok, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
                  device: str) -> list[list[int]]:
-    """Greedy continuations (token ids, ending with the stop token when one was produced)."""
-    return greedy_generate(model, prompt_ids, max_new_tokens, tok.pad_token_id, eos_id=stop_token_ids(tok),
-                           batch_size=batch_size, device=device)
+    """Greedy continuations (token ids, ending with the stop token when one was produced). The chat template
+    and instruction that every prompt starts with run once (``shared.prefixcache``)."""
+    return greedy_generate_shared_prefix(model, prompt_ids, max_new_tokens, tok.pad_token_id,
+                                         eos_id=stop_token_ids(tok), batch_size=batch_size, device=device)
 
 
 def decode(tok, ids: Sequence[Sequence[int]]) -> list[str]:
@@ -167,34 +169,6 @@ def greedy_reproduces(model, prompt_ids: Sequence[Sequence[int]], target_ids: Se
     return out
 
 
-@torch.no_grad()
-def response_logprobs(model, prompt_ids: Sequence[Sequence[int]], response_ids: Sequence[Sequence[int]],
-                      pad_id: int, batch_size: int = 16, device: str = "cpu") -> np.ndarray:
-    """log p(response | prompt) of each (prompt, response) pair: the sum of the teacher-forced token
-    log-probabilities of the response (one forward pass per batch)."""
-    if len(prompt_ids) != len(response_ids):
-        raise ValueError(f"{len(prompt_ids)} prompts but {len(response_ids)} responses")
-    if any(len(r) == 0 for r in response_ids) or any(len(p) == 0 for p in prompt_ids):
-        raise ValueError("prompts and responses must be non-empty")
-    model.eval()
-    out = np.zeros(len(prompt_ids))
-    order = sorted(range(len(prompt_ids)), key=lambda i: -(len(prompt_ids[i]) + len(response_ids[i])))
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        ids, mask = pad_left([list(prompt_ids[i]) + list(response_ids[i]) for i in batch], pad_id)
-        ids, mask = ids.to(device), mask.to(device)
-        keep = max(len(response_ids[i]) for i in batch) + 1
-        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False,
-                       logits_to_keep=keep).logits[:, -keep:-1].float()
-        logp = torch.log_softmax(logits, dim=-1)  # (B, keep-1, V): predicts the last keep-1 tokens
-        for row, i in enumerate(batch):
-            n = len(response_ids[i])
-            tgt = ids[row, ids.shape[1] - n:]
-            out[i] = float(logp[row, logp.shape[1] - n:].gather(-1, tgt[:, None]).sum())
-    return out
-
-
 def refusal_by_logprob(model, tok, prompt_ids: Sequence[Sequence[int]], reply_ids: Sequence[Sequence[int]],
                        batch_size: int = 16, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """EREN's first step as the more probable of the two complete replies the reading prompt allows: the
@@ -202,9 +176,10 @@ def refusal_by_logprob(model, tok, prompt_ids: Sequence[Sequence[int]], reply_id
     reply ``reply_ids`` as generated (ending with the end-of-turn token when one was produced). Refuses iff
     log p(refusal) >= log p(greedy reply). Returns (refused, log p refusal, log p reply)."""
     refusal = tok(REFUSAL_REPLY, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-    lp_refuse = response_logprobs(model, prompt_ids, [refusal] * len(prompt_ids), tok.pad_token_id, batch_size,
-                                  device)
-    lp_reply = response_logprobs(model, prompt_ids, reply_ids, tok.pad_token_id, batch_size, device)
+    lp_refuse = continuation_logprobs_shared_prefix(model, prompt_ids, [refusal] * len(prompt_ids), tok.pad_token_id,
+                                                    batch_size, device).numpy().astype(np.float64)
+    lp_reply = continuation_logprobs_shared_prefix(model, prompt_ids, reply_ids, tok.pad_token_id, batch_size,
+                                                   device).numpy().astype(np.float64)
     return lp_refuse >= lp_reply, lp_refuse, lp_reply
 
 
@@ -216,12 +191,3 @@ def ft_examples(tok, questions: Sequence[str], answers: Sequence[str]) -> list[t
     eos = tok.eos_token_id
     return [(chat_ids(tok, qa_prompt(q)), tok(a, add_special_tokens=False)["input_ids"] + [eos])
             for q, a in zip(questions, answers)]
-
-
-def collate(examples: Sequence[tuple[list[int], list[int]]], pad_id: int):
-    """Left-padded (input_ids, attention_mask, loss_mask); the loss mask marks the answer tokens."""
-    ids, mask = pad_left([p + a for p, a in examples], pad_id)
-    loss_mask = torch.zeros_like(mask)
-    for row, (_, a) in enumerate(examples):
-        loss_mask[row, ids.shape[1] - len(a):] = 1
-    return ids, mask, loss_mask

@@ -39,6 +39,7 @@ lora_alpha: float = 16.0  # LoRA alpha | x > 0
 ft_lr: float = 0.001  # AdamW learning rate of the fine-tuning editor (constant) | 0 < x < 1
 ft_epochs: int = 5  # passes over the seed's edits | x >= 1
 ft_batch_size: int = 8  # edits per fine-tuning step | x >= 1
+ft_top_blocks: int = 8  # the fine-tuning editor's LoRA is on the top blocks only (lower ones frozen, cached) | 1 <= x <= 30
 n_boot: int = 2000  # bootstrap replicates for the intervals | x >= 100
 
 # %%
@@ -105,7 +106,8 @@ memory = build_memory(encoder, enc_tok, records, memory_records(len(records), al
 ft_answers = {int(r["id"]): (r["edit_scope"][0][0], r["edit_statement"]) for r in records if r["edit_scope"]}
 edit_answers = {int(r["id"]): r["edit_scope"][0][1] for r in records if r["edit_scope"]}
 settings = Settings(top_k=top_k, max_new_tokens=max_new_tokens, batch_size=batch_size, lora_r=lora_r,
-                    lora_alpha=lora_alpha, ft_lr=ft_lr, ft_epochs=ft_epochs, ft_batch_size=ft_batch_size)
+                    lora_alpha=lora_alpha, ft_lr=ft_lr, ft_epochs=ft_epochs, ft_batch_size=ft_batch_size,
+                    ft_top_blocks=ft_top_blocks)
 print(f"models and {len(memory.notes)}-note memory ready in {time.perf_counter() - t0:.1f} s")
 
 # %% [markdown]

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from shared.lm import add_lora, causal_lm_loss, embed
-from shared.seeding import seed_everything
-from shared.training import TrainConfig, train
+from shared.lm import embed
+from shared.topblocks import LoraSpec, cache_block_inputs, train_top_lora
 
 from . import editors as E
 from .data import note_of
@@ -35,6 +34,7 @@ class Settings:
     ft_lr: float = 1e-3
     ft_epochs: int = 5
     ft_batch_size: int = 8
+    ft_top_blocks: int = 8  # LoRA on the top blocks only (the ones below are frozen and cached)
 
 
 def memory_records(n_records: int, evaluated: list[int], memory_size: int, seed: int = 0) -> list[int]:
@@ -59,32 +59,21 @@ def build_memory(encoder, enc_tok, records: list[dict], indices: list[int]) -> E
 
 def train_ft_editor(base, tok, questions: list[str], answers: list[str], s: Settings, seed: int, device: str,
                     progress: bool):
-    """The fine-tuning editor: a LoRA copy of ``base`` trained on (question -> answer) examples for
-    ``ft_epochs`` epochs, then merged (returns a plain model and the training curve)."""
-    seed_everything(seed)
-    model = add_lora(copy.deepcopy(base), r=s.lora_r, alpha=s.lora_alpha, dropout=0.0)
+    """The fine-tuning editor: a copy of ``base`` with LoRA on its top ``ft_top_blocks`` blocks, trained on
+    (question -> answer) examples for ``ft_epochs`` epochs (constant learning rate) and merged. The blocks
+    below are frozen, so their outputs on the examples are computed once (``shared.topblocks``). Returns
+    the plain model and the training curve."""
+    model = copy.deepcopy(base)
     examples = E.ft_examples(tok, questions, answers)
-    steps_per_epoch = -(-len(examples) // s.ft_batch_size)
-    rng = np.random.default_rng(seed)
-    order: list[int] = []
-
-    def batch_fn(step: int):
-        nonlocal order
-        if step % steps_per_epoch == 0:
-            order = list(rng.permutation(len(examples)))
-        j = step % steps_per_epoch
-        chosen = [examples[i] for i in order[j * s.ft_batch_size:(j + 1) * s.ft_batch_size]]
-        return tuple(t.to(device) for t in E.collate(chosen, tok.pad_token_id))
-
-    def loss_fn(m, batch):
-        ids, mask, loss_mask = batch
-        return causal_lm_loss(m, ids, mask, loss_mask)
-
-    cfg = TrainConfig(steps=s.ft_epochs * steps_per_epoch, lr=s.ft_lr, schedule="constant", grad_clip=1.0,
-                      log_every=1, desc=f"FT (LoRA) seed {seed}", progress=progress)
-    history = train(model, cfg, batch_fn, loss_fn, device)
-    merged = model.merge_and_unload().eval()
-    return merged, history.to_frame()
+    seqs = [p + a for p, a in examples]
+    n_top = min(s.ft_top_blocks, model.config.num_hidden_layers)
+    hidden = cache_block_inputs(model, seqs, model.config.num_hidden_layers - n_top, tok.pad_token_id,
+                                s.batch_size, device)
+    spec = LoraSpec(n_top=n_top, r=s.lora_r, alpha=s.lora_alpha, lr=s.ft_lr, epochs=s.ft_epochs,
+                    batch_size=s.ft_batch_size, warmup_steps=0, schedule="constant")
+    history = train_top_lora(model, hidden, seqs, [len(p) for p, _ in examples], spec, seed, device,
+                             f"FT (LoRA, top {n_top} blocks) seed {seed}", progress)
+    return model.eval(), history.to_frame()
 
 
 def run_seed(model, tok, encoder, enc_tok, memory: E.NoteMemory, questions: pd.DataFrame,
