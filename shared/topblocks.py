@@ -134,10 +134,9 @@ def collate(hidden: Sequence[torch.Tensor], ids: Sequence[Sequence[int]], respon
 
 def response_loss(top, batch: CachedBatch) -> torch.Tensor:
     """Next-token cross-entropy over the response tokens: with ``batch.weights``, per example the weighted
-    sum (e.g. an answer mean plus a label token), averaged over the batch; without, the
-    mean over every response token (everything after ``Answer:``). The vocabulary projection is
-    applied only where a response token is predicted (it costs as much as 8 of SmolLM2's blocks per
-    position)."""
+    sum (e.g. an answer mean plus a label token), averaged over the batch; without, the mean over every
+    response token of the batch. The vocabulary projection is applied only where a response token is
+    predicted (it costs as much as 8 of SmolLM2's blocks per position)."""
     pos = torch.arange(batch.ids.shape[1], device=batch.ids.device).expand_as(batch.ids)
     hs = top.model(inputs_embeds=batch.hidden, attention_mask=batch.mask, position_ids=pos,
                    use_cache=False).last_hidden_state  # (B, T, d)
