@@ -32,7 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from papers.delta_learning.ladder import _epoch_batches, _tune_config, dpo_norm_loss, mean_response_logprob
+from papers.delta_learning.ladder import (_epoch_batches, _tune_config, dpo_batch_loss, dpo_norm_loss,
+                                         mean_response_logprob)
 from shared.device import autocast_dtype
 from shared.lm import causal_lm_loss, chat_prompt, generate_text, tiny_llama
 from shared.seeding import seed_everything, torch_generator
@@ -336,12 +337,7 @@ def tune(base, tokenizer, arm: str, pairs: BoldPairs, lr: float, beta: float, ba
             mask = torch.cat([pad(c_mask[i], False), pad(r_mask[i], False)])
             return ids.to(device), mask.to(device), ref_c[i].to(device), ref_r[i].to(device)
 
-        def loss_fn(m, batch):
-            ids, mask, rc, rr = batch
-            s = mean_response_logprob(m, ids, mask)
-            n = rc.shape[0]
-            loss, acc = dpo_norm_loss(s[:n], s[n:], rc, rr, beta)
-            return loss, {"reward_accuracy": float(acc)}
+        loss_fn = dpo_batch_loss(beta)
 
     model.train()
     history = train(model, _tune_config(len(batches), lr, f"{arm} s{seed}", progress), batch_fn, loss_fn, device)

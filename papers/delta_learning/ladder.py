@@ -153,6 +153,20 @@ class ModelSpec:
     n_heads: int = 4
 
 
+def dpo_batch_loss(beta: float):
+    """The ``shared.training.train`` loss of a DPO batch ``(ids, mask, ref_chosen, ref_rejected)`` whose
+    first half of rows are the chosen responses and second half the rejected ones: :func:`dpo_norm_loss` of
+    the policy's mean response log-probabilities, with the implicit-reward accuracy as a logged metric."""
+    def loss_fn(m, batch):
+        ids, mask, rc, rr = batch
+        scores = mean_response_logprob(m, ids, mask)
+        n = rc.shape[0]
+        loss, reward_acc = dpo_norm_loss(scores[:n], scores[n:], rc, rr, beta)
+        return loss, {"reward_accuracy": float(reward_acc)}
+
+    return loss_fn
+
+
 def build_model(task: AdditionTask, spec: ModelSpec):
     return tiny_llama(VOCAB_SIZE, max_len=task.seq_len + 2, d_model=spec.d_model, n_layers=spec.n_layers,
                       n_heads=spec.n_heads, pad_token_id=PAD, bos_token_id=BOS, eos_token_id=EOS)
@@ -315,15 +329,8 @@ def tune_dpo(task: AdditionTask, spec: ModelSpec, student: dict, pairs: PairData
         mask = torch.cat([c_mask[i], r_mask[i]]).to(device)
         return ids, mask, ref_c[i].to(device), ref_r[i].to(device)
 
-    def loss_fn(m, batch):
-        ids, mask, rc, rr = batch
-        scores = mean_response_logprob(m, ids, mask)
-        n = rc.shape[0]
-        loss, reward_acc = dpo_norm_loss(scores[:n], scores[n:], rc, rr, beta)
-        return loss, {"reward_accuracy": float(reward_acc)}
-
     history = train(model, _tune_config(len(batches), lr, f"dpo-{orientation} s{seed}", progress),
-                    batch_fn, loss_fn, device)
+                    batch_fn, dpo_batch_loss(beta), device)
     return model, history
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.lm import greedy_generate, pad_left
+from shared.lm import _length_batches, greedy_generate, pad_left
 from shared.topblocks import LoraSpec, cache_block_inputs, collate, train_top_lora
 
 from .refusal import CERTAINTY_SUFFIX, SURE, UNSURE, certainty, geometric_mean_confidence, qa_prompt
@@ -66,11 +66,6 @@ def generate_answers(model, tokenizer, prompts: Sequence[str], max_new_tokens: i
         cut = next((j for j, t in enumerate(row) if t in stop_set), len(row))
         ids.append(row[:cut])
     return ids, [tokenizer.decode(r, skip_special_tokens=True).strip() for r in ids]
-
-
-def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 @torch.no_grad()
