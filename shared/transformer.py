@@ -60,16 +60,26 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=cfg.bias)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+                queries: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D); with ``queries`` (positions along T) only those positions attend and the
+        output is (B, P, D): keys and values still come from every position. ``mask`` must then already be
+        restricted to the query rows (``Transformer`` does this)."""
         B, T, D = x.shape
-        q, k, v = self.qkv(x).split(D, dim=2)
+        H = self.n_heads
+        if queries is None:
+            q, k, v = self.qkv(x).split(D, dim=2)
+        else:  # the query projection only where it is read; same weights as the fused projection
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, queries], w[:D], None if b is None else b[:D])
+            k, v = F.linear(x, w[D:], None if b is None else b[D:]).split(D, dim=2)
         # (B, T, D) -> (B, H, T, D/H)
-        q, k, v = (t.view(B, T, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        q, k, v = (t.reshape(B, t.shape[1], H, D // H).transpose(1, 2) for t in (q, k, v))
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal and mask is None,
+            q, k, v, attn_mask=mask, is_causal=causal and mask is None and queries is None,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+        return self.proj(y.transpose(1, 2).reshape(B, q.shape[2], D))
 
 
 class Block(nn.Module):
@@ -86,8 +96,11 @@ class Block(nn.Module):
             )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), mask, causal))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, causal: bool,
+                queries: slice | torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) -> (B, T, D), or (B, P, D) at the positions ``queries`` only (see ``SelfAttention``)."""
+        a = self.drop(self.attn(self.ln1(x), mask, causal, queries))
+        x = (x if queries is None else x[:, queries]) + a
         if self.has_mlp:
             x = x + self.drop(self.mlp(self.ln2(x)))
         return x
@@ -148,21 +161,56 @@ class Transformer(nn.Module):
         # a fully masked query row (a padded query) would give NaN; let it see itself
         return keep | torch.eye(T, dtype=torch.bool, device=device)
 
+    @staticmethod
+    def _check_read_at(read_at: slice | torch.Tensor, T: int) -> None:
+        if isinstance(read_at, slice):
+            if not range(T)[read_at]:
+                raise ValueError(f"read_at {read_at} selects nothing from a sequence of length {T}")
+            return
+        if not isinstance(read_at, torch.Tensor) or read_at.dtype != torch.long or read_at.dim() != 1:
+            raise ValueError("read_at must be a slice or a 1-D tensor of int64 indices")
+        if read_at.numel() == 0 or int(read_at.min()) < 0 or int(read_at.max()) >= T:
+            raise ValueError(f"read_at must be non-empty indices in [0, {T}); got {read_at.tolist()}")
+
     def forward(
         self,
         idx: torch.Tensor | None = None,
         inputs_embeds: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         return_hidden: bool = False,
+        read_at: slice | torch.Tensor | None = None,
     ) -> TransformerOutput:
         """``idx`` (B, T) token ids, or ``inputs_embeds`` (B, T, D_tok); ``key_padding_mask`` (B, T), True
         for real tokens. Returns logits (B, T, O) at every position and, if asked, the residual stream
-        after the embedding and after each block."""
+        after the embedding and after each block.
+
+        ``read_at`` (a slice or 1-D int64 indices along T) asks for the logits at those positions only,
+        (B, P, O): the last block then computes its query projection, attention output, MLP and the head
+        at those positions alone (every position still serves as a key and value), which saves about
+        (1 - P/T) of the last block's work. The logits are those of the full forward at the same positions
+        (equal up to float rounding). Not combined with ``return_hidden``, whose last entry would be partial."""
         x = self.embed(idx, inputs_embeds)
-        mask = self._mask(x.shape[1], key_padding_mask, x.device)
+        T = x.shape[1]
+        if read_at is not None:
+            if return_hidden:
+                raise ValueError("read_at cannot be combined with return_hidden")
+            self._check_read_at(read_at, T)
+        mask = self._mask(T, key_padding_mask, x.device)
         hidden = [x] if return_hidden else []
-        for block in self.blocks:
-            x = block(x, mask, self.cfg.causal)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            if i == last and read_at is not None:
+                if mask is not None:
+                    rows = mask[:, :, read_at]
+                elif self.cfg.causal:
+                    rows = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()[read_at]
+                else:
+                    rows = None
+                x = block(x, rows, self.cfg.causal, read_at)
+            else:
+                x = block(x, mask, self.cfg.causal)
             if return_hidden:
                 hidden.append(x)
+        if read_at is not None and not self.blocks:
+            x = x[:, read_at]
         return TransformerOutput(self.head(self.ln_f(x)), hidden)

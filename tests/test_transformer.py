@@ -74,6 +74,59 @@ def test_attention_only_and_inputs_embeds_and_limits():
         TransformerConfig(vocab_size=3, max_len=64, d_model=32, positions="onehot")
 
 
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("mlp", [True, False])
+@pytest.mark.parametrize("read_at", [slice(0, None, 2), slice(3, 9), torch.tensor([9, 0, 4, 4])])
+def test_read_at_gives_the_full_forwards_logits_there(causal, mlp, read_at):
+    model = _model(causal=causal, mlp=mlp).double()  # float64: a real difference is not hidden by rounding
+    x = torch.randint(0, 11, (3, 10))
+    keep = torch.ones(3, 10, dtype=torch.bool)
+    keep[1, 7:] = False  # one padded row
+    for mask in (None, keep):
+        full = model(x, key_padding_mask=mask).logits
+        part = model(x, key_padding_mask=mask, read_at=read_at).logits
+        assert part.shape == full[:, read_at].shape
+        assert torch.allclose(part, full[:, read_at], rtol=0, atol=1e-12)
+
+
+def test_read_at_gradients_match_the_full_forwards():
+    x = torch.randint(0, 11, (4, 10))
+    grads = []
+    for read_at in (None, slice(1, None, 2)):
+        model = _model(causal=True).double().train()
+        logits = model(x, read_at=read_at).logits
+        (logits if read_at is not None else logits[:, 1::2]).square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    full, part = grads
+    # the head, the last block and everything below it get the same gradients (the MLP of the last block
+    # at the unread positions gets none in either case)
+    assert full.keys() == part.keys()
+    for name in full:
+        assert torch.allclose(full[name], part[name], rtol=0, atol=1e-12), name
+
+
+def test_read_at_skips_the_last_blocks_work_at_unread_positions():
+    model = _model(causal=True)
+    seen = []
+    hook = model.blocks[-1].mlp.register_forward_hook(lambda m, i, o: seen.append(i[0].shape))
+    model(torch.randint(0, 11, (2, 10)), read_at=slice(0, None, 2))
+    hook.remove()
+    assert seen == [torch.Size([2, 5, 32])]
+
+
+def test_read_at_rejects_bad_positions():
+    model = _model()
+    x = torch.randint(0, 11, (2, 6))
+    with pytest.raises(ValueError, match="selects nothing"):
+        model(x, read_at=slice(6, None))
+    with pytest.raises(ValueError, match=r"indices in \[0, 6\)"):
+        model(x, read_at=torch.tensor([0, 6]))
+    with pytest.raises(ValueError, match="1-D tensor of int64"):
+        model(x, read_at=torch.tensor([[0, 1]]))
+    with pytest.raises(ValueError, match="return_hidden"):
+        model(x, read_at=slice(0, 2), return_hidden=True)
+
+
 def test_lr_schedule_values():
     cfg = TrainConfig(steps=110, lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
     assert lr_at(0, cfg) == pytest.approx(0.1)
