@@ -196,7 +196,7 @@ def claims():
 
 def test_registry_ids_kinds_gates_and_controls():
     c = claims()
-    assert list(c) == ["conjunction_final_gap", "sparse_parity_near_chance", "teaching_post_prefix_gain",
+    assert list(c) == ["conjunction_final_gap", "sparse_parity_near_chance_v2", "teaching_post_prefix_gain",
                        "lstm_below_transformer", "llm_competes_with_nearest_neighbour_v2"]
     assert all(x.kind == "replication" and x.has_gate and x.has_control for x in c.values())
 
@@ -256,24 +256,24 @@ def parity_table(model, gate_final=0.97, gf2=1.0):
 
 
 def test_sparse_parity_near_chance():
-    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(parity_table([0.55, 0.56, 0.57])))
+    c = _evaluate("sparse_parity_near_chance_v2", measure_sparse_parity(parity_table([0.55, 0.56, 0.57])))
     assert c.measured.value == pytest.approx(0.56) and c.gate.passed and c.verdict == "reproduced"
     assert c.control.measured.value == pytest.approx(1.0) and c.control_meets is False
     # learned parity: far outside [0.4, 0.6]
-    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(parity_table([0.9, 0.92, 0.95])))
+    c = _evaluate("sparse_parity_near_chance_v2", measure_sparse_parity(parity_table([0.9, 0.92, 0.95])))
     assert c.verdict == "not_reproduced"
     # near chance, but the same budget does not learn the same-size class either: under-training
-    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(parity_table([0.55, 0.56, 0.57], 0.8)))
+    c = _evaluate("sparse_parity_near_chance_v2", measure_sparse_parity(parity_table([0.55, 0.56, 0.57], 0.8)))
     assert not c.gate.passed and c.verdict == "inconclusive"
     # a GF(2) "solver" stuck at chance meets the criterion: it does not discriminate
-    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(parity_table([0.55, 0.56, 0.57], gf2=0.5)))
+    c = _evaluate("sparse_parity_near_chance_v2", measure_sparse_parity(parity_table([0.55, 0.56, 0.57], gf2=0.5)))
     assert c.control_meets is True and c.verdict == "inconclusive"
 
 
 def test_sparse_parity_gate_fails_when_the_gate_arm_was_not_run():
     df = parity_table([0.55, 0.56, 0.57])
     df = df[df["task"] == "sparse_parity"]
-    c = _evaluate("sparse_parity_near_chance", measure_sparse_parity(df))
+    c = _evaluate("sparse_parity_near_chance_v2", measure_sparse_parity(df))
     assert not c.gate.passed and "not run" in c.gate.detail and c.verdict == "inconclusive"
 
 

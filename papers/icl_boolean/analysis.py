@@ -93,7 +93,7 @@ def measure_conjunction(df: pd.DataFrame, family: str = "transformer", task: str
 
 def measure_sparse_parity(df: pd.DataFrame, family: str = "transformer", task: str = "sparse_parity",
                           gate_task: str = "sparse_conjunction"):
-    """sparse_parity_near_chance: the model's final accuracy on sparse parity; gate: the same model and
+    """sparse_parity_near_chance_v2: the model's final accuracy on sparse parity; gate: the same model and
     budget on sparse_conjunction (the same supports); control: GF(2) elimination on the same prompts."""
     solver = OPTIMAL_LEARNER[task]
     model = _finals(df, family, task)
