@@ -102,6 +102,16 @@ class Rule:
             return "short"
         return "straddles"
 
+    def margin(self, low: float | None, high: float | None) -> float | None:
+        """How far the interval is from changing its position: the smallest distance between an end of
+        [low, high] and a boundary of the rule (``boundary``, or either edge of ``band``). The position
+        changes exactly when an end crosses a boundary, so a shift of either end by less than this leaves
+        it (and the verdict it decides) as it is. None without a finite interval."""
+        if self.position(low, high) == "missing":
+            return None
+        edges = self.band if self.direction == "within" else (self.boundary,)
+        return min(abs(end - edge) for end in (low, high) for edge in edges)
+
 
 @dataclass(frozen=True)
 class Gate:

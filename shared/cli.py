@@ -65,7 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """Each paper's claims and verdicts, one line per claim, and the tally (what `make repro` prints)."""
-    from shared.report import summary_line
+    from shared.report import is_close_call, summary_line
 
     everything = []
     for slug in paths.list_papers():
@@ -86,7 +86,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
             value = "n/a" if m["value"] is None else f"{m['value']:.3g}"
             gate = {None: "", True: "", False: "  (gate failed)"}[c["gate"]["passed"]]
             ctrl = "  (control meets the criterion)" if c["control"]["meets_criterion"] else ""
-            print(f"  {c['verdict']:<15} {c['kind']:<11} {c['id']}: {value}{ci}{gate}{ctrl}")
+            close = "  (close call)" if is_close_call(c) else ""
+            print(f"  {c['verdict']:<15} {c['kind']:<11} {c['id']}: {value}{ci}{gate}{ctrl}{close}")
     if everything:
         print(summary_line(everything))
     return 0

@@ -25,6 +25,10 @@ PAPER_MARKERS = ("<!-- results:begin -->", "<!-- results:end -->")
 VERDICT_LABEL = {"reproduced": "reproduced", "not_reproduced": "**not reproduced**",
                  "inconclusive": "inconclusive", "passed": "passed", "failed": "**failed**"}
 SMOKE_NOTE = " (smoke run: not meaningful)"
+# A verdict decided by its interval's position is a close call when an end of the interval lies within
+# this fraction of the interval's width of the rule's boundary: a shift that small (a fraction of a
+# standard error, e.g. another seed or a change in float rounding) can move the verdict.
+CLOSE_CALL = 0.1
 
 
 def fmt(x: float | None) -> str:
@@ -70,8 +74,45 @@ def control_label(c: dict[str, Any]) -> str:
     return "n/a" if meets is None else ("**meets it too**" if meets else "fails it")
 
 
+def relative_margin(c: dict[str, Any]) -> float | None:
+    """The distance of the claim's interval from its rule's boundary (``Rule.margin``) as a fraction of the
+    interval's width; None when the verdict was not decided by the interval's position (failed gate, no
+    finite interval of positive width)."""
+    from shared.claims import Rule
+
+    m = c["measured"]
+    if c["gate"]["passed"] is False or m["ci_low"] is None or m["ci_high"] is None:
+        return None
+    width = m["ci_high"] - m["ci_low"]
+    margin = Rule(**c["rule"]).margin(m["ci_low"], m["ci_high"])
+    return None if margin is None or not width > 0 else margin / width
+
+
+def is_close_call(c: dict[str, Any]) -> bool:
+    r = relative_margin(c)
+    return r is not None and r < CLOSE_CALL
+
+
 def verdict_label(c: dict[str, Any], profile: str) -> str:
-    return VERDICT_LABEL[c["verdict"]] + (SMOKE_NOTE if profile == "smoke" else "")
+    return (VERDICT_LABEL[c["verdict"]] + (" (close call)" if is_close_call(c) else "")
+            + (SMOKE_NOTE if profile == "smoke" else ""))
+
+
+def margin_note(c: dict[str, Any]) -> str:
+    """One sentence for the evidence line: how far the interval is from the boundary that decided it."""
+    r = relative_margin(c)
+    if r is None:
+        return ""
+    from shared.claims import Rule
+
+    m = c["measured"]
+    share = f"{r:.0%}" if r >= 0.01 else f"{r:.1%}"
+    note = (f" Margin: the interval is {fmt(Rule(**c['rule']).margin(m['ci_low'], m['ci_high']))} from the "
+            f"rule's nearest boundary, {share} of its width")
+    if r < CLOSE_CALL:
+        note += (f"; a close call (under {CLOSE_CALL:.0%}): a shift of a fraction of a standard error, such as "
+                 "another set of seeds, can change the verdict")
+    return note + "."
 
 
 def prereg_status(slugs: list[str] | None = None) -> dict[tuple[str, str], str]:
@@ -92,13 +133,15 @@ def tally(claims: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def summary_line(claims: list[dict[str, Any]]) -> str:
-    """"N replication claims: r reproduced, n not reproduced, i inconclusive; M checks: p passed, f failed"."""
+    """"N replication claims: r reproduced, n not reproduced, i inconclusive; M checks: p passed, f failed",
+    then how many verdicts are close calls, when any is."""
     reps = [c for c in claims if c["kind"] == "replication"]
     checks = [c for c in claims if c["kind"] == "check"]
     t = tally(claims)
+    close = sum(is_close_call(c) for c in claims)
     return (f"{len(reps)} replication claims: {t['reproduced']} reproduced, {t['not_reproduced']} not "
             f"reproduced, {t['inconclusive']} inconclusive; {len(checks)} checks: {t['passed']} passed, "
-            f"{t['failed']} failed")
+            f"{t['failed']} failed" + (f"; {close} close call{'s' if close != 1 else ''}" if close else ""))
 
 
 def _evidence(slug: str, cid: str, from_root: bool) -> str:
@@ -132,8 +175,10 @@ def root_table() -> str:
                            f"{status.get((slug, c['id']), 'unknown')} | {profile} |")
     return "\n".join([f"**{summary_line(everything)}.** Gate: whether the experiment could test the claim "
                       "(failed: inconclusive). Control: the same criterion on an arm without the effect "
-                      "(meets it too: inconclusive). Pre-registered: the claim's text was committed before "
-                      "its first results (`papers prereg`).", "", "Replication claims:", "", *rep, "",
+                      "(meets it too: inconclusive). Close call: an end of the interval lies within "
+                      f"{CLOSE_CALL:.0%} of the interval's width of the criterion's boundary, so a small shift "
+                      "(another set of seeds) can change the verdict. Pre-registered: the claim's text was "
+                      "committed before its first results (`papers prereg`).", "", "Replication claims:", "", *rep, "",
                       "Checks (identities, theorems verified numerically, sanity and manipulation checks; "
                       "never counted as reproductions):", "", *chk])
 
@@ -170,7 +215,8 @@ def paper_block(slug: str) -> str:
         out.append(f"- <a id=\"claim-{c['id'].replace('_', '-')}\"></a>**{c['id']}** ({c['kind']}, "
                    f"{verdict_label(c, profile)}; source: {_cell(c['source'])}). Criterion: {c['criterion']} "
                    f"{gate} {control} Measured ({c['metric']}): {fmt_measured(m)} {m['unit']} "
-                   f"({m['method']}, n = {m['n']}). Verdict: {c['reason']}. {c['detail']}".rstrip())
+                   f"({m['method']}, n = {m['n']}). Verdict: {c['reason']}.{margin_note(c)} "
+                   f"{c['detail']}".rstrip())
     if metrics["headline"]:
         out += ["", "| headline number | value |", "|---|---|"]
         out += [f"| {_cell(k)} | {fmt(v) if isinstance(v, (int, float)) else _cell(str(v))} |"

@@ -94,6 +94,27 @@ def test_rule_positions_by_direction():
         GREATER.position(0.5, 0.1)
 
 
+def test_rule_margin_is_the_shift_that_would_change_the_position():
+    greater = Rule("greater", null_value=0.0, smallest_effect=0.1)  # boundary 0.1
+    assert greater.margin(0.25, 0.9) == pytest.approx(0.15)  # the nearer end is 0.25 - 0.1 away
+    assert greater.margin(-0.5, 0.08) == pytest.approx(0.02)  # short by 0.02
+    assert greater.margin(0.05, 0.6) == pytest.approx(0.05)  # straddles: the low end is 0.05 below
+    less = Rule("less", null_value=1.0, smallest_effect=0.0)
+    assert less.margin(0.2, 0.9) == pytest.approx(0.1)
+    within = Rule("within", target=0.5, tolerance=0.05)  # band [0.45, 0.55]
+    assert within.margin(0.46, 0.54) == pytest.approx(0.01)
+    assert within.margin(0.3, 0.44) == pytest.approx(0.01)  # short: 0.44 is 0.01 below the band
+    assert within.margin(0.2, 0.9) == pytest.approx(0.25)  # straddles both edges
+    assert GREATER.margin(None, 1.0) is None and GREATER.margin(float("inf"), 1.0) is None
+    # moving either end by less than the margin never changes the position; by more, it can
+    for rule, lo, hi in [(greater, 0.25, 0.9), (less, 0.2, 0.9), (within, 0.3, 0.44), (within, 0.46, 0.54)]:
+        d = rule.margin(lo, hi)
+        for dl, dh in [(0.99 * d, 0), (-0.99 * d, 0), (0, 0.99 * d), (0, -0.99 * d)]:
+            assert rule.position(lo + dl, hi + dh) == rule.position(lo, hi)
+        assert any(rule.position(lo + dl, hi + dh) != rule.position(lo, hi)
+                   for dl, dh in [(1.01 * d, 0), (-1.01 * d, 0), (0, 1.01 * d), (0, -1.01 * d)])
+
+
 def test_point_estimate_alone_never_decides():
     # a value far beyond the boundary with an interval that straddles it is not reproduced
     got, _, _ = verdict_rule("replication", GREATER, m(-0.5, 1.5, value=0.9), PASS, NULL_CONTROL)

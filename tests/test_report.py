@@ -66,3 +66,41 @@ def test_smoke_verdicts_are_labelled(tmp_path):
     cli(root, "report")
     assert "reproduced (smoke run: not meaningful)" in (root / "README.md").read_text()
     assert "(smoke run: verdicts not meaningful)" in cli(root, "summary").stdout
+
+
+def _claim(low, high, gate=True, verdict="reproduced", kind="replication"):
+    return {"kind": kind, "verdict": verdict, "rule": {"direction": "greater", "null_value": 0.0,
+                                                       "smallest_effect": 0.1},
+            "measured": {"value": None if low is None else (low + high) / 2, "ci_low": low, "ci_high": high},
+            "gate": {"passed": gate}}
+
+
+@pytest.mark.parametrize("low, high, gate, expected", [
+    (0.2, 1.2, True, 0.1),  # 0.1 from the boundary 0.1, interval width 1.0
+    (0.105, 0.605, True, 0.01),  # a close call
+    (-0.9, 0.09, True, 0.01 / 0.99),  # a close call on the short side
+    (0.105, 0.605, None, 0.01),  # no gate: the position still decides
+    (0.105, 0.605, False, None),  # the failed gate decided, not the interval
+    (None, None, True, None),
+    (0.3, 0.3, True, None),  # no width
+])
+def test_relative_margin(low, high, gate, expected):
+    from shared.report import relative_margin
+
+    got = relative_margin(_claim(low, high, gate))
+    assert got == pytest.approx(expected) if expected is not None else got is None
+
+
+def test_close_calls_are_labelled_and_counted():
+    from shared.report import margin_note, summary_line, verdict_label
+
+    near, far = _claim(0.11, 0.61), _claim(0.3, 0.5, verdict="reproduced")
+    assert verdict_label(near, "small") == "reproduced (close call)"
+    assert verdict_label(far, "small") == "reproduced"
+    assert "0.01000 from the rule's nearest boundary, 2% of its width; a close call" in margin_note(near)
+    assert "from the rule's nearest boundary, 0.1% of its width" in margin_note(_claim(0.1005, 0.6005))
+    assert margin_note(far) == " Margin: the interval is 0.2000 from the rule's nearest boundary, 100% of its width."
+    assert margin_note(_claim(0.105, 0.605, gate=False)) == ""
+    assert summary_line([near, far]).endswith("2 reproduced, 0 not reproduced, 0 inconclusive; 0 checks: "
+                                              "0 passed, 0 failed; 1 close call")
+    assert "close call" not in summary_line([far])
