@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import paths
+from shared.claims import Rule
 from shared.metrics import load_metrics
 
 ROOT_MARKERS = ("<!-- results-table:begin -->", "<!-- results-table:end -->")
@@ -74,18 +75,22 @@ def control_label(c: dict[str, Any]) -> str:
     return "n/a" if meets is None else ("**meets it too**" if meets else "fails it")
 
 
-def relative_margin(c: dict[str, Any]) -> float | None:
-    """The distance of the claim's interval from its rule's boundary (``Rule.margin``) as a fraction of the
-    interval's width; None when the verdict was not decided by the interval's position (failed gate, no
-    finite interval of positive width)."""
-    from shared.claims import Rule
-
+def _margin(c: dict[str, Any]) -> tuple[float, float] | None:
+    """(``Rule.margin`` of the claim's interval, the same as a fraction of the interval's width); None when
+    the verdict was not decided by the interval's position (failed gate, no finite interval of positive
+    width)."""
     m = c["measured"]
     if c["gate"]["passed"] is False or m["ci_low"] is None or m["ci_high"] is None:
         return None
     width = m["ci_high"] - m["ci_low"]
     margin = Rule(**c["rule"]).margin(m["ci_low"], m["ci_high"])
-    return None if margin is None or not width > 0 else margin / width
+    return None if margin is None or not width > 0 else (margin, margin / width)
+
+
+def relative_margin(c: dict[str, Any]) -> float | None:
+    """The claim's margin as a fraction of its interval's width (see ``_margin``)."""
+    m = _margin(c)
+    return None if m is None else m[1]
 
 
 def is_close_call(c: dict[str, Any]) -> bool:
@@ -100,15 +105,12 @@ def verdict_label(c: dict[str, Any], profile: str) -> str:
 
 def margin_note(c: dict[str, Any]) -> str:
     """One sentence for the evidence line: how far the interval is from the boundary that decided it."""
-    r = relative_margin(c)
-    if r is None:
+    m = _margin(c)
+    if m is None:
         return ""
-    from shared.claims import Rule
-
-    m = c["measured"]
+    margin, r = m
     share = f"{r:.0%}" if r >= 0.01 else f"{r:.1%}"
-    note = (f" Margin: the interval is {fmt(Rule(**c['rule']).margin(m['ci_low'], m['ci_high']))} from the "
-            f"rule's nearest boundary, {share} of its width")
+    note = f" Margin: the interval is {fmt(margin)} from the rule's nearest boundary, {share} of its width"
     if r < CLOSE_CALL:
         note += (f"; a close call (under {CLOSE_CALL:.0%}): a shift of a fraction of a standard error, such as "
                  "another set of seeds, can change the verdict")
