@@ -40,6 +40,8 @@ def _load_json(path: Path) -> dict | None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from shared.report import budget_status
+
     rows = [("paper", "grade", "profile", "verdicts", "wall time")]
     for slug in paths.list_papers():
         meta = _paper_info(slug)
@@ -53,7 +55,10 @@ def cmd_list(args: argparse.Namespace) -> int:
             profile = metrics["profile"]
         else:
             verdicts, profile = "(not run)", "-"
-        wall = f"{runtime['wall_time_s']:.0f} s" if runtime else "-"
+        wall = "-"
+        if runtime and metrics:
+            limit, note = budget_status(slug, metrics["profile"], metrics["device"], runtime["wall_time_s"])
+            wall = f"{runtime['wall_time_s']:.0f} s{' (over budget)' if note else ''}"
         rows.append((slug, meta.get("grade", "?"), profile, verdicts, wall))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for i, row in enumerate(rows):
@@ -65,7 +70,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """Each paper's claims and verdicts, one line per claim, and the tally (what `make repro` prints)."""
-    from shared.report import is_close_call, summary_line
+    from shared.report import budget_status, is_close_call, summary_line
 
     everything = []
     for slug in paths.list_papers():
@@ -74,7 +79,10 @@ def cmd_summary(args: argparse.Namespace) -> int:
             print(f"{slug}: not run" if not metrics else f"{slug}: results of an old schema; rerun it")
             continue
         runtime = _load_json(paths.results_dir(slug) / "runtime.json") or {}
-        wall = f", {runtime['wall_time_s']:.0f} s" if "wall_time_s" in runtime else ""
+        wall = ""
+        if "wall_time_s" in runtime:
+            note = budget_status(slug, metrics["profile"], metrics["device"], runtime["wall_time_s"])[1]
+            wall = f", {runtime['wall_time_s']:.0f} s{', ' + note if note else ''}"
         smoke = "  (smoke run: verdicts not meaningful)" if metrics["profile"] == "smoke" else ""
         print(f"{slug} [{metrics['profile']}, {metrics['device']}{wall}]{smoke}")
         for c in metrics["claims"]:
@@ -195,6 +203,7 @@ def _warn_shadowed(slug: str, profile: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from shared.report import budget_status
     from shared.runner import RunError, run_paper, verdict_line
 
     overrides = parse_set_options(args.set or [])
@@ -207,6 +216,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     print(f"papers run: {args.slug} [{args.profile}, {result.metrics['device']}] finished in "
           f"{result.wall_time_s:.1f} s -> {result.out_dir}")
+    limit, note = budget_status(args.slug, args.profile, result.metrics["device"], result.wall_time_s)
+    if note:
+        over = limit is not None and result.wall_time_s > limit
+        print(f"papers run: {'WARNING: ' if over else ''}{args.slug} took {result.wall_time_s:.0f} s, {note}",
+              file=sys.stderr if over else sys.stdout)
     print(f"papers run: verdicts: {verdict_line(result.metrics)}")
     return 0
 

@@ -313,6 +313,7 @@ def run_paper(
             "profile": profile,
             "device": metrics["device"],
             "cpu_count": os.cpu_count(),
+            "cpu": cpu_info(),
             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "registry": registry,
         }
@@ -325,6 +326,31 @@ def run_paper(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return RunResult(slug, profile, dest, wall, metrics)
+
+
+# instruction-set extensions that decide which matrix kernels torch's CPU libraries pick, and so the float
+# rounding of a run: results are byte-identical only between machines that agree on these
+CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+
+
+def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
+    """The CPU's model name and which of :data:`CPU_FEATURES` it has, from ``/proc/cpuinfo`` (Linux; text
+    given for tests); elsewhere the platform's processor string and no feature list."""
+    import platform
+
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {"model": platform.processor() or platform.machine(), "features": None}
+    fields = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name") or platform.processor() or platform.machine(),
+            "features": [f for f in CPU_FEATURES if f in flags]}
 
 
 def registry_state(slug: str) -> dict[str, Any]:

@@ -183,6 +183,43 @@ def test_registry_code_and_results_agree(slug):
 
 
 @pytest.mark.parametrize("slug", PAPERS)
+def test_committed_cpu_results_are_within_their_budget(slug):
+    """Each paper's committed `small` run on the CPU took at most its budget (ten minutes, or a written-down
+    exception in shared.report); the wall time is the one the runner measured around the whole notebook."""
+    import json
+
+    from shared.report import CPU_BUDGET_S, budget_status
+
+    runtime_path = ROOT / "results" / slug / "runtime.json"
+    if not runtime_path.exists():
+        pytest.skip(f"{slug}: no committed results")
+    runtime = json.loads(runtime_path.read_text())
+    record = json.loads((ROOT / "results" / slug / "metrics.json").read_text())
+    assert runtime["profile"] == record["profile"] and runtime["device"] == record["device"]
+    limit, note = budget_status(slug, runtime["profile"], runtime["device"], runtime["wall_time_s"])
+    if limit is None:
+        pytest.skip(f"{slug}: a {runtime['profile']} run on {runtime['device']} has no budget")
+    assert limit >= CPU_BUDGET_S[runtime["profile"]]
+    assert runtime["wall_time_s"] <= limit, f"results/{slug}: {runtime['wall_time_s']:.0f} s, {note}"
+
+
+def test_budget_status_by_hand(monkeypatch):
+    from shared import report
+
+    monkeypatch.setattr(report, "BUDGET_EXCEPTIONS", {"slow": {"small": (700.0, "it must")}})
+    assert report.budget_status("fast", "small", "cpu", 599.0) == (600, "")
+    assert report.budget_status("fast", "small", "cpu", 601.0) == (600, "over the 600 s budget of `small` on a "
+                                                                        "2-core CPU")
+    assert report.budget_status("slow", "small", "cpu", 650.0) == (700.0, "over the 600 s budget of `small` on a "
+                                                                          "2-core CPU: allowed up to 700 s "
+                                                                          "because it must")
+    assert report.budget_status("slow", "small", "cpu", 500.0) == (700.0, "")
+    assert report.budget_status("fast", "small", "cuda", 5000.0) == (None, "")
+    assert report.budget_status("fast", "full", "cpu", 5000.0) == (None, "")
+    assert report.budget_status("fast", "smoke", "cpu", 61.0)[1].startswith("over the 60 s budget")
+
+
+@pytest.mark.parametrize("slug", PAPERS)
 def test_every_plot_series_is_declared(slug):
     """`dvc plots` shows every series of a curve table: declared at the top level with x and all its numeric
     columns as y (a stage-level plot takes one y and would show only the last column)."""

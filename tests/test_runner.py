@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_toy_repo, papers_cli
-from shared.runner import format_cell_error
+from shared.runner import cpu_info, format_cell_error
 
 
 @pytest.mark.parametrize("args,needle", [
@@ -66,7 +66,19 @@ def test_smoke_run_is_complete_and_deterministic(tmp_path):
     assert metrics["params"]["n"] == 6
     runtime = json.loads((a / "runtime.json").read_text())
     assert runtime["wall_time_s"] > 0 and runtime["profile"] == "smoke"
+    assert runtime["cpu"] == cpu_info() and runtime["cpu"]["model"]
     assert not list(tmp_path.glob(".*tmp-*"))
+
+
+def test_cpu_info_reads_the_first_processor_of_proc_cpuinfo():
+    text = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Processor\n"
+            "flags\t\t: fpu sse2 avx2 avx512f amx_bf16 amx_tile avx512_bf16x\n\n"
+            "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    # known features in CPU_FEATURES order; a flag that only starts like one (avx512_bf16x) is not it
+    assert cpu_info(text) == {"model": "Intel(R) Xeon(R) Processor", "features": ["avx2", "avx512f", "amx_bf16",
+                                                                                  "amx_tile"]}
+    assert cpu_info("processor\t: 0\nmodel name\t: Old\nflags\t\t: sse2 avx\n") == {"model": "Old",
+                                                                                       "features": []}
 
 
 def _broken_repo(tmp_path: Path) -> Path:

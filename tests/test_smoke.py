@@ -10,8 +10,9 @@ import pytest
 from conftest import papers_cli
 from shared import paths
 from shared.metrics import load_metrics
+from shared.report import CPU_BUDGET_S
 
-SMOKE_BUDGET_S = 60
+SMOKE_BUDGET_S = CPU_BUDGET_S["smoke"]
 
 
 @pytest.mark.slow
