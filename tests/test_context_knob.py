@@ -109,9 +109,19 @@ def test_das_sources_follow_the_authors_rule():
     s, t = item[src], item
     assert np.all(items.subject[s] != items.subject[t]) and np.all(items.ctx[s] != items.ctx[t])
     assert np.all(items.prior[s] != items.prior[t]) and np.all(intent[src] != intent)
+    # a target with no valid source gets -1 (one item: no other subject), and draws nothing from the rng
     one = Items(np.array([0]), np.array([0]), np.array([1]))
-    with pytest.raises(ValueError):
-        das_source_index(one, np.array([0, 0]), np.array([PRIOR, CONTEXT]), np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    assert das_source_index(one, np.array([0, 0]), np.array([PRIOR, CONTEXT]), rng).tolist() == [-1, -1]
+    assert rng.integers(10**9) == np.random.default_rng(0).integers(10**9)
+    # items 0-2 pair among themselves; item 3 shares its prior answer with item 0 and its context answer with
+    # items 2 and 4, so only item 1 can be its source; item 4 has item 0's subject, item 1's prior answer
+    # and the context answer of items 2 and 3: no source
+    mixed = Items(np.array([0, 1, 2, 3, 0]), np.array([0, 1, 2, 0, 1]), np.array([1, 2, 3, 3, 3]))
+    item, intent = np.repeat(np.arange(5), 2), np.tile([PRIOR, CONTEXT], 5)
+    src = das_source_index(mixed, item, intent, np.random.default_rng(1))
+    assert src[8:].tolist() == [-1, -1] and item[src[6:8]].tolist() == [1, 1]
+    assert np.all(src[:8] >= 0) and np.all(intent[src[:8]] != intent[:8])
 
 
 def test_counterfactuals_avoid_the_prior_and_shared_first_tokens():

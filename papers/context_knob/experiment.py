@@ -65,8 +65,9 @@ def das_data(model, items: Items, prompts: PromptSet, rng: np.random.Generator, 
              runner: "LastTokenRunner | None" = None):
     """Targets, sources and labels for DAS on ``prompts`` (both intents of ``items``): targets are prompts
     whose item the model answers right under both intents (the authors' ``filter_confident_samples``), at
-    most ``max_targets``; each gets a source by the authors' pairing rule. Returns (target runner, target
-    prompts, source states (N, len(layers), d), labels (N,)) or None if fewer than 4 targets remain.
+    most ``max_targets``; each gets a source by the authors' pairing rule, and one without a valid source is
+    dropped. Returns (target runner, target prompts, source states (N, len(layers), d), labels (N,)) or None
+    if fewer than 4 targets remain.
     ``runner``: an existing runner of ``model`` on ``prompts`` (saves a forward pass over the prefixes)."""
     runner = runner if runner is not None else LastTokenRunner(model, prompts, batch_size, device)
     states = runner.states(layers)
@@ -79,8 +80,10 @@ def das_data(model, items: Items, prompts: PromptSet, rng: np.random.Generator, 
         eligible = np.arange(len(item))
     if eligible.size < 4:
         return None
-    source = eligible[das_source_index(items, item[eligible], intent[eligible], rng)]  # prompt index per eligible
-    targets = eligible
+    src = das_source_index(items, item[eligible], intent[eligible], rng)  # index into eligible; -1: none
+    if np.count_nonzero(src >= 0) < 4:
+        return None
+    targets, source = eligible[src >= 0], eligible[src[src >= 0]]  # prompt indices
     if targets.size > max_targets:
         pick = np.sort(rng.choice(targets.size, size=max_targets, replace=False))
         targets, source = targets[pick], source[pick]

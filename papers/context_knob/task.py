@@ -154,17 +154,17 @@ def pair_accuracy(correct: np.ndarray, intent: np.ndarray, item: np.ndarray) -> 
 
 def das_source_index(items: Items, item: np.ndarray, intent: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """For every target prompt, a source prompt with a different subject, context answer, prior answer and
-    the *opposite* intent (the authors' pairing rule in ``analysis/circuit_utils/das.py``). Raises when a
-    target has no valid source."""
+    the *opposite* intent (the authors' pairing rule in ``analysis/circuit_utils/das.py``), or -1 where no
+    prompt qualifies (possible when few prompts remain, e.g. a small model answers few items right under
+    both intents); the caller drops those targets. One random draw per target that has a source."""
     subj, prior, ctx = items.subject[item], items.prior[item], items.ctx[item]
     n = len(item)
-    out = np.empty(n, dtype=np.int64)
+    out = np.full(n, -1, dtype=np.int64)
     for i in range(n):
         ok = (subj != subj[i]) & (ctx != ctx[i]) & (prior != prior[i]) & (intent != intent[i])
         candidates = np.flatnonzero(ok)
-        if candidates.size == 0:
-            raise ValueError(f"no DAS source for prompt {i}")
-        out[i] = candidates[rng.integers(candidates.size)]
+        if candidates.size:
+            out[i] = candidates[rng.integers(candidates.size)]
     return out
 
 
