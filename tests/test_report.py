@@ -104,3 +104,15 @@ def test_close_calls_are_labelled_and_counted():
     assert summary_line([near, far]).endswith("2 reproduced, 0 not reproduced, 0 inconclusive; 0 checks: "
                                               "0 passed, 0 failed; 1 close call")
     assert "close call" not in summary_line([far])
+
+
+@pytest.mark.parametrize("wall,device,warned", [(30.0, "cpu", False), (75.0, "cpu", True), (75.0, "cuda", False)])
+def test_papers_run_warns_over_budget(monkeypatch, capsys, tmp_path, wall, device, warned):
+    """`papers run` names a CPU run over its profile's budget on stderr (and nothing otherwise)."""
+    from shared import cli, runner
+
+    result = runner.RunResult("gauss_markov", "smoke", tmp_path, wall, {"device": device, "claims": []})
+    monkeypatch.setattr(runner, "run_paper", lambda *a, **k: result)
+    assert cli.main(["run", "gauss_markov", "--profile", "smoke", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert ("WARNING: gauss_markov took 75 s, over the 60 s budget of `smoke`" in err) == warned
