@@ -57,7 +57,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             verdicts, profile = "(not run)", "-"
         wall = "-"
         if runtime and metrics:
-            limit, note = budget_status(slug, metrics["profile"], metrics["device"], runtime["wall_time_s"])
+            note = budget_status(slug, metrics["profile"], metrics["device"], runtime["wall_time_s"])[1]
             wall = f"{runtime['wall_time_s']:.0f} s{' (over budget)' if note else ''}"
         rows.append((slug, meta.get("grade", "?"), profile, verdicts, wall))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]

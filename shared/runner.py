@@ -328,8 +328,8 @@ def run_paper(
     return RunResult(slug, profile, dest, wall, metrics)
 
 
-# instruction-set extensions that decide which matrix kernels torch's CPU libraries pick, and so the float
-# rounding of a run: results are byte-identical only between machines that agree on these
+# instruction-set extensions that decide which kernels torch's CPU libraries pick, and so a run's float
+# rounding: two machines that differ in these most likely give results that differ in the last digits
 CPU_FEATURES = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
 
 
