@@ -31,7 +31,7 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping
 
 from shared.metrics import Measurement
 
@@ -329,6 +329,27 @@ def load_claims(slug: str) -> dict[str, Claim]:
     if not path.exists():
         raise RegistryError(f"{slug}: no claim registry at papers/{slug}/{REGISTRY_NAME}")
     return {c.id: c for c in parse_registry(path.read_text(), f"papers/{slug}/{REGISTRY_NAME}")}
+
+
+Evaluation = tuple[Measurement, Gate | None, Control | None, str]  # what one claim's measurement gives
+
+
+def evaluate_registered(claims: dict[str, Claim],
+                        measurements: Mapping[str, Evaluation | Callable[[], Evaluation]]) -> dict[str, Claim]:
+    """Evaluate every claim in ``claims`` with its measurement, in registry order; returns ``claims``.
+
+    ``measurements`` maps each claim id to ``(measurement, gate, control, detail)``, or to a function without
+    arguments that returns it (computed only after the ids are checked). A claim without a measurement is an
+    error before any claim is evaluated; a measurement for an id not in ``claims`` is not used (a test may
+    evaluate a subset; ``write_metrics`` checks that a run evaluated exactly the registry)."""
+    missing = sorted(set(claims) - set(measurements))
+    if missing:
+        raise RegistryError(f"no measurement for registered claim(s) {missing}")
+    for cid, claim in claims.items():
+        got = measurements[cid]
+        m, gate, control, detail = got() if callable(got) else got
+        claim.evaluate(m, gate=gate, control=control, detail=detail)
+    return claims
 
 
 def entry_fingerprint(entry: dict[str, Any]) -> str:

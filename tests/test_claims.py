@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from shared.claims import (Control, Gate, RegistryError, Rule, flat_verdicts, parse_registry,
-                           verdict_rule)
+from shared.claims import (Control, Gate, RegistryError, Rule, evaluate_registered, flat_verdicts,
+                           parse_registry, verdict_rule)
 from shared.metrics import Measurement, MetricsError, build_metrics, validate_metrics
 
 ENTRY = """
@@ -136,6 +136,26 @@ def test_parse_registry_and_evaluate():
     flat = flat_verdicts([rec, ident.record()])
     assert flat["gap"]["verdict"] == 1 and flat["identity"]["verdict"] == 1
     assert flat["gap"]["control_value"] == pytest.approx(-0.0025) and flat["gap"]["gate_passed"] == 1
+
+
+def test_evaluate_registered_checks_ids_before_measuring():
+    calls = []
+
+    def lazy():
+        calls.append("gap")
+        return m(-0.05, 0.005), FAIL, NULL_CONTROL, "lazy"
+
+    claims = {c.id: c for c in parse_registry(ENTRY)}
+    # a registered claim without a measurement: an error, and nothing is computed
+    with pytest.raises(RegistryError, match=r"no measurement for registered claim\(s\) \['identity'\]"):
+        evaluate_registered(claims, {"gap": lazy})
+    assert calls == [] and claims["gap"].verdict is None
+    # a tuple or a function of nothing; a measurement for another id is not used (nor computed)
+    out = evaluate_registered(claims, {"identity": (m(0.1, 0.4), None, None, "eager"), "gap": lazy,
+                                       "old_v1": lambda: calls.append("old_v1")})
+    assert out is claims and calls == ["gap"]
+    assert (claims["gap"].verdict, claims["identity"].verdict) == ("inconclusive", "passed")  # gate failed
+    assert claims["gap"].detail == "lazy"
 
 
 def test_evaluate_requires_what_the_registry_defines():

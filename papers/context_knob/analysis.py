@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from shared.claims import Control, Gate
+from shared.claims import Control, Gate, evaluate_registered
 from shared.metrics import Measurement
 from shared.stats import seed_measurement
 
@@ -223,9 +223,7 @@ def evaluate_all(claims: dict, tiny: dict[str, pd.DataFrame], lm: dict[str, pd.D
         "separation_across_seeds": measure_separation(tiny["checkpoints"]),
         "smollm2_finetuned_transfer_v3": measure_smollm2_transfer(lm.get("steering_ft"), lm["summary"], lm_arm),
     }
-    for cid, (m, gate, control, detail) in results.items():
-        claims[cid].evaluate(m, gate=gate, control=control, detail=detail)
-    return claims
+    return evaluate_registered(claims, results)
 
 
 def steering_summary(steering: pd.DataFrame) -> pd.DataFrame:

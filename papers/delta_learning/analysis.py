@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shared.claims import Claim, Control, Gate
+from shared.claims import Claim, Control, Gate, evaluate_registered
 from shared.metrics import Measurement
 from shared.stats import seed_measurement
 
@@ -338,10 +338,4 @@ def evaluate_all(claims: dict[str, Claim], lr: pd.DataFrame, paths: pd.DataFrame
         "bold_reversed_pairs_below_original": lambda: measure_bold_reversal(bold, bold_facts, bold_arm),
         "bold_dpo_above_sft": lambda: measure_bold_dpo_vs_sft(bold, bold_facts, bold_arm),
     }
-    missing = set(claims) - set(measures)
-    if missing:
-        raise ValueError(f"no measurement for registered claim(s) {sorted(missing)}")
-    for cid, claim in claims.items():
-        m, gate, control, detail = measures[cid]()
-        claim.evaluate(m, gate=gate, control=control, detail=detail)
-    return claims
+    return evaluate_registered(claims, measures)

@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from shared.claims import Control, Gate
+from shared.claims import Control, Gate, evaluate_registered
 from shared.metrics import Measurement
 from shared.stats import t_interval
 
@@ -197,10 +197,9 @@ def evaluate_claims(claims: dict, curves: pd.DataFrame, unigram: dict[str, float
         "nohop_marker_learned_best_v2": lambda b: measure_nohop_best(final, initial, b),
         "hop_markers_learned_v2": lambda b: measure_markers_learned(final, initial, marker_unigram_bits, b),
     }
-    for cid, claim in claims.items():
-        m, gate, control, detail = makers[cid](claim.rule.boundary)
-        claim.evaluate(m, gate=gate, control=control, detail=detail)
-    return claims
+    # each maker takes its claim's rule boundary; called only once every id is known to be registered
+    return evaluate_registered(claims, {cid: (lambda make=make, cid=cid: make(claims[cid].rule.boundary))
+                                        for cid, make in makers.items()})
 
 
 def language_summary(final: pd.DataFrame) -> pd.DataFrame:

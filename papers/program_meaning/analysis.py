@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from shared.claims import Control, Gate
+from shared.claims import Control, Gate, evaluate_registered
 from shared.metrics import Measurement
 from shared.stats import seed_measurement
 
@@ -245,10 +245,7 @@ def evaluate_claims(claims: dict, generation: pd.DataFrame, probes: pd.DataFrame
         "future_states_v2": measure_future(generation, probes),
         "shorter_programs_v2": measure_shorter(generation, baseline),
     }
-    for cid, claim in claims.items():
-        m, gate, control, detail = measures[cid]
-        claim.evaluate(m, gate=gate, control=control, detail=detail)
-    return claims
+    return evaluate_registered(claims, measures)
 
 
 def spearman_per_seed(generation: pd.DataFrame, probes: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from shared.claims import Claim, Control, Gate
+from shared.claims import Claim, Control, Gate, evaluate_registered
 from shared.metrics import Measurement
 from shared.stats import seed_measurement
 
@@ -239,13 +239,7 @@ def evaluate_all(claims: dict[str, Claim], lm_q: pd.DataFrame, lm_aurocs: dict, 
         "synthetic_ap_id_v2": lambda: measure_ap(syn_q, syn_gate, "id", False, n_boot),
         "synthetic_ap_ood_v2": lambda: measure_ap(syn_q, syn_gate, "ood", False, n_boot),
     }
-    missing = set(claims) - set(measures)
-    if missing:
-        raise ValueError(f"no measurement for registered claim(s) {sorted(missing)}")
-    for cid, claim in claims.items():
-        m, gate, control, detail = measures[cid]()
-        claim.evaluate(m, gate=gate, control=control, detail=detail)
-    return claims
+    return evaluate_registered(claims, measures)
 
 
 def summary_table(df: pd.DataFrame) -> pd.DataFrame:
