@@ -165,7 +165,7 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Ten
     return ids, mask
 
 
-def _length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     """Indices grouped into batches of similar length (longest first), so left padding stays small."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1; got {batch_size}")
@@ -188,7 +188,7 @@ def continuation_logprobs(model, prompt_ids: Sequence[Sequence[int]], continuati
             raise ValueError("empty prompt: nothing predicts the first continuation token (prepend a BOS token)")
     model.eval()
     out = torch.zeros(len(prompt_ids), dtype=torch.float32)
-    for batch in _length_batches([len(prompt_ids[i]) + len(continuation_ids[i]) for i in range(len(prompt_ids))],
+    for batch in length_batches([len(prompt_ids[i]) + len(continuation_ids[i]) for i in range(len(prompt_ids))],
                                  batch_size):
         conts = [list(continuation_ids[i]) for i in batch]
         ids, mask = pad_left([list(prompt_ids[i]) + c for i, c in zip(batch, conts)], pad_id)
@@ -260,7 +260,7 @@ def greedy_generate(model, prompt_ids: Sequence[Sequence[int]], max_new_tokens: 
     cache_kw = _cache_kwarg(model)
     keep = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
     results: list[list[int]] = [[] for _ in prompt_ids]
-    for batch in _length_batches([len(p) for p in prompt_ids], batch_size):
+    for batch in length_batches([len(p) for p in prompt_ids], batch_size):
         ids, mask = pad_left([prompt_ids[i] for i in batch], pad_id)
         ids, mask = ids.to(device), mask.to(device)
         B = ids.shape[0]
@@ -558,7 +558,7 @@ def embed(model, tokenizer, texts: Sequence[str], batch_size: int = 64, device: 
     model.eval()
     out = None
     lengths = [len(t) for t in texts]
-    for batch in _length_batches(lengths, batch_size):
+    for batch in length_batches(lengths, batch_size):
         # right padding: BERT's learned absolute positions must start at 0 at [CLS]
         enc = tokenizer([texts[i] for i in batch], padding=True, padding_side="right", truncation=True,
                         return_tensors="pt").to(device)

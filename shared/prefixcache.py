@@ -20,8 +20,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from shared.lm import (_accepts, _cache_kwarg, _cache_of, _length_batches, continuation_logprobs,
-                       greedy_generate)
+from shared.lm import (_accepts, _cache_kwarg, _cache_of, continuation_logprobs, greedy_generate,
+                       length_batches)
 
 
 def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
@@ -92,7 +92,7 @@ def greedy_generate_shared_prefix(model, prompt_ids: Sequence[Sequence[int]], ma
     prefix = _Prefix(model, prompt_ids[0][:P], device)
     suffixes = [list(p[P:]) for p in prompt_ids]
     results: list[list[int]] = [[] for _ in prompt_ids]
-    for batch in _length_batches([len(s) for s in suffixes], batch_size):
+    for batch in length_batches([len(s) for s in suffixes], batch_size):
         logits, past, mask, positions = prefix.run([suffixes[i] for i in batch], pad_id, keep=1)
         rows = list(batch)  # the prompts still generating, in the order of the cache's rows
         next_tok = logits[:, -1].argmax(-1)
@@ -138,7 +138,7 @@ def continuation_logprobs_shared_prefix(model, prompt_ids: Sequence[Sequence[int
     prefix = _Prefix(model, prompt_ids[0][:P], device)
     suffixes = [list(p[P:]) + list(c) for p, c in zip(prompt_ids, continuation_ids)]
     out = torch.zeros(len(prompt_ids), dtype=torch.float32)
-    for batch in _length_batches([len(s) for s in suffixes], batch_size):
+    for batch in length_batches([len(s) for s in suffixes], batch_size):
         keep = max(len(continuation_ids[i]) for i in batch) + 1  # the logits that predict the last keep-1 tokens
         logits, _, _, _ = prefix.run([suffixes[i] for i in batch], pad_id, keep=keep)
         logp = F.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, keep-1, V)

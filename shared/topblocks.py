@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.lm import _length_batches, add_lora
+from shared.lm import add_lora, length_batches
 from shared.training import TrainConfig, TrainHistory, train
 
 
@@ -51,7 +51,7 @@ def cache_block_inputs(model, sequences: Sequence[Sequence[int]], first_tuned: i
     handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
     out: list[torch.Tensor | None] = [None] * len(sequences)
     try:
-        for batch in _length_batches([len(s) for s in sequences], batch_size):
+        for batch in length_batches([len(s) for s in sequences], batch_size):
             width = max(len(sequences[i]) for i in batch)
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)

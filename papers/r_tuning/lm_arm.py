@@ -25,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from shared.lm import _length_batches, greedy_generate, pad_left
+from shared.lm import greedy_generate, length_batches, pad_left
 from shared.topblocks import LoraSpec, cache_block_inputs, collate, train_top_lora
 
 from .refusal import CERTAINTY_SUFFIX, SURE, UNSURE, certainty, geometric_mean_confidence, qa_prompt
@@ -86,7 +86,7 @@ def score_answers(model, tokenizer, prompts: Sequence[str], answer_ids: Sequence
     conf = np.zeros(len(seqs))
     p_sure = np.zeros(len(seqs)) if with_certainty else None
     S = len(suffix)
-    for batch in _length_batches([len(s) for s in seqs], batch_size):
+    for batch in length_batches([len(s) for s in seqs], batch_size):
         ids, mask = pad_left([seqs[i] for i in batch], tokenizer.pad_token_id)
         ids, mask = ids.to(device), mask.to(device)
         keep = max(len(answer_ids[i]) for i in batch) + S + 1
